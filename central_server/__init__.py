@@ -1,0 +1,1 @@
+"""Central server: registry, CA and OCSP responder, global configuration publisher."""

@@ -1,0 +1,1 @@
+"""Security server: client proxy, server proxy and their stores (adapters over protocol)."""

@@ -1,0 +1,1 @@
+"""Timestamping authority: an RFC 3161 service over HTTP."""
