@@ -24,7 +24,12 @@ DIGEST_URIS = {
 }
 
 # Names used in the x-hash-algorithm header and message-log linkinginfo.
-DIGEST_NAMES = {"SHA-1": "sha1", "SHA-256": "sha256", "SHA-384": "sha384", "SHA-512": "sha512"}
+DIGEST_NAMES = {
+    "SHA-1": "sha1",
+    "SHA-256": "sha256",
+    "SHA-384": "sha384",
+    "SHA-512": "sha512",
+}
 
 _WHITESPACE = re.compile(rb"\s+")
 

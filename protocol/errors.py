@@ -42,6 +42,7 @@ adapter that turns an error into a fault adds the origin prefix once
     ├── TimestampError               TimestamperFailed
     ├── LoggingFailed                LoggingFailed.<detail>
     ├── InternalError                InternalError
+    ├── ServiceFailed                ServiceFailed.<code of the failure>
     └── RemoteFault                  any code, already prefixed by the peer
 
 A code is part of our API: it is never renamed, and a retired one stays here.
@@ -290,6 +291,18 @@ class InternalError(XRoadError):
 
 class DatabaseError(XRoadError):
     code = "DatabaseError"
+
+
+class ServiceFailed(XRoadError):
+    """The other side failed; ``detail`` carries the code of what went wrong."""
+
+    code = "ServiceFailed"
+
+    @classmethod
+    def wrap(cls, err: XRoadError) -> ServiceFailed:
+        wrapped = cls(err.message, detail=err.full_code)
+        wrapped.__cause__ = err
+        return wrapped
 
 
 class RemoteFault(XRoadError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from urllib.parse import quote, unquote_to_bytes
 
 from lxml import etree
@@ -27,7 +27,7 @@ _REST_RAW = re.compile(r"^[A-Za-z0-9\-._~!$&'()*+,;=:@%]*$")
 _REST_SAFE = "-._~!$&'()*+,;=:@"
 
 
-class ObjectType(str, Enum):
+class ObjectType(StrEnum):
     MEMBER = "MEMBER"
     SUBSYSTEM = "SUBSYSTEM"
     SERVICE = "SERVICE"
@@ -45,7 +45,9 @@ def _require(value: str | None, name: str) -> str:
 def check_strict(value: str, what: str = "identifier") -> None:
     """Refuse a component outside the strict character set (identifiers.md §6)."""
     if not _STRICT.match(value):
-        raise InvalidRequest(f"{what} {value!r} contains characters outside A-Z a-z 0-9 '()+,-.=?")
+        raise InvalidRequest(
+            f"{what} {value!r} contains characters outside A-Z a-z 0-9 '()+,-.=?"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +114,9 @@ class ServiceId:
 
     def slash(self) -> str:
         """REST form (five parts, no version): ``INST/CLASS/CODE/SUB/SERVICE``."""
-        return "/".join(encode_component(p) for p in self.provider.parts() + (self.service_code,))
+        return "/".join(
+            encode_component(p) for p in self.provider.parts() + (self.service_code,)
+        )
 
     @classmethod
     def parse_slash(cls, text: str) -> ServiceId:
@@ -144,7 +148,9 @@ class SecurityServerId:
     def parse_slash(cls, text: str) -> SecurityServerId:
         parts = split_encoded(text)
         if len(parts) != 4:
-            raise InvalidRequest(f"security server identifier must have 4 parts: {text!r}")
+            raise InvalidRequest(
+                f"security server identifier must have 4 parts: {text!r}"
+            )
         return cls(ClientId(*parts[:3]), parts[3])
 
 
@@ -176,7 +182,9 @@ def encode_component(value: str) -> str:
 def decode_component(value: str) -> str:
     """Decode one percent-encoded component; ``+`` stays a plus."""
     if not _REST_RAW.match(value):
-        raise InvalidRequest(f"identifier component has characters that must be encoded: {value!r}")
+        raise InvalidRequest(
+            f"identifier component has characters that must be encoded: {value!r}"
+        )
     if re.search(r"%(?![0-9A-Fa-f]{2})", value):
         raise InvalidRequest(f"incomplete percent-encoding in {value!r}")
     try:

@@ -1,0 +1,540 @@
+"""CLI: the ``xgate`` command -- one entry point for every role.
+
+Commands only parse options, call one function of a role package, and print.
+Identifiers are written without the instance (``GOV/1001/REGISTRY``); the
+instance comes from the data directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from protocol.errors import XRoadError
+from protocol.identifiers import ClientId, SecurityServerId, ServiceId
+
+PIN_ENV = "XGATE_PIN"
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+@contextlib.contextmanager
+def coded_errors(verbose: bool = False) -> Iterator[None]:
+    """Turn coded errors into one clean line: ``[code] message``."""
+    try:
+        yield
+    except XRoadError as err:
+        if verbose:
+            logging.getLogger("cli").exception("command failed")
+        raise click.ClickException(f"[{err.full_code}] {err.message}") from err
+
+
+def _member(instance: str, text: str) -> ClientId:
+    parts = text.split("/")
+    if len(parts) != 2:
+        raise click.BadParameter(f"expected CLASS/CODE, got {text!r}")
+    return ClientId(instance, *parts)
+
+
+def _client(instance: str, text: str) -> ClientId:
+    parts = text.split("/")
+    if len(parts) not in (2, 3):
+        raise click.BadParameter(f"expected CLASS/CODE[/SUBSYSTEM], got {text!r}")
+    return ClientId(instance, *parts)
+
+
+def _server(instance: str, text: str) -> SecurityServerId:
+    parts = text.split("/")
+    if len(parts) != 3:
+        raise click.BadParameter(f"expected CLASS/CODE/SERVERCODE, got {text!r}")
+    return SecurityServerId(ClientId(instance, parts[0], parts[1]), parts[2])
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log debug output and tracebacks.")
+@click.pass_context
+def main(ctx: click.Context, verbose: bool) -> None:
+    """xgate: an X-Road compatible secure data-exchange layer."""
+    ctx.obj = {"verbose": verbose}
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+dir_option = click.option(
+    "--dir",
+    "directory",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Data directory of this role.",
+)
+
+
+# -- central server --------------------------------------------------------------
+
+
+@main.group()
+def central() -> None:
+    """Governing authority: registry, CA and OCSP, global configuration."""
+
+
+def _registry(directory: Path):  # type: ignore[no-untyped-def]
+    from central_server.registry import Registry
+
+    return contextlib.closing(Registry.open(directory))
+
+
+@central.command("init")
+@dir_option
+@click.option("--instance", required=True, help="Instance identifier, e.g. DEMO.")
+@click.option(
+    "--authority", required=True, help="Governing authority member CLASS/CODE."
+)
+@click.option("--authority-name", default=None)
+@click.option(
+    "--address", required=True, help="Host name peers use to reach this server."
+)
+@click.option("--conf-port", default=8070, show_default=True)
+@click.option("--ocsp-port", default=8072, show_default=True)
+def central_init(
+    directory: Path,
+    instance: str,
+    authority: str,
+    authority_name: str | None,
+    address: str,
+    conf_port: int,
+    ocsp_port: int,
+) -> None:
+    """Create an instance: CA, OCSP signer, configuration signing key."""
+    from central_server.service import init_central
+
+    with coded_errors():
+        init_central(
+            directory,
+            instance,
+            authority_member=_member(instance, authority),
+            authority_name=authority_name,
+            address=address,
+            now=now(),
+            conf_port=conf_port,
+            ocsp_port=ocsp_port,
+        )
+    click.echo(f"instance {instance} created in {directory}")
+
+
+@central.command("serve")
+@dir_option
+@click.option("--host", default="0.0.0.0", show_default=True)
+@click.option("--generation-interval", default=60.0, show_default=True)
+def central_serve(directory: Path, host: str, generation_interval: float) -> None:
+    """Serve the global configuration and OCSP until interrupted."""
+    from central_server.service import serve_central
+
+    with coded_errors(), contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(
+            serve_central(directory, host, generation_interval=generation_interval)
+        )
+
+
+@central.command("member-add")
+@dir_option
+@click.argument("member")
+@click.option("--name", required=True)
+def central_member_add(directory: Path, member: str, name: str) -> None:
+    """Register a member CLASS/CODE."""
+    with coded_errors(), _registry(directory) as registry:
+        registry.add_member(_member(registry.instance, member), name)
+
+
+@central.command("subsystem-add")
+@dir_option
+@click.argument("subsystem")
+def central_subsystem_add(directory: Path, subsystem: str) -> None:
+    """Register a subsystem CLASS/CODE/SUBSYSTEM."""
+    with coded_errors(), _registry(directory) as registry:
+        client = _client(registry.instance, subsystem)
+        if client.subsystem_code is None:
+            raise click.BadParameter("expected CLASS/CODE/SUBSYSTEM")
+        registry.add_subsystem(client)
+
+
+@central.command("server-add")
+@dir_option
+@click.argument("server")
+@click.option("--address", required=True, help="host, or host:port of its server proxy")
+def central_server_add(directory: Path, server: str, address: str) -> None:
+    """Register a security server CLASS/CODE/SERVERCODE."""
+    with coded_errors(), _registry(directory) as registry:
+        registry.add_security_server(_server(registry.instance, server), address)
+
+
+@central.command("auth-cert-add")
+@dir_option
+@click.argument("server")
+@click.argument("cert_file", type=click.Path(exists=True, path_type=Path))
+def central_auth_cert_add(directory: Path, server: str, cert_file: Path) -> None:
+    """Register a security server's authentication certificate."""
+    cert = _load_cert(cert_file.read_bytes())
+    with coded_errors(), _registry(directory) as registry:
+        registry.add_auth_cert(
+            _server(registry.instance, server),
+            cert.public_bytes(serialization.Encoding.DER),
+        )
+
+
+@central.command("client-register")
+@dir_option
+@click.argument("server")
+@click.argument("client")
+def central_client_register(directory: Path, server: str, client: str) -> None:
+    """Register CLIENT (CLASS/CODE[/SUB]) as a client of SERVER."""
+    with coded_errors(), _registry(directory) as registry:
+        registry.register_client(
+            _server(registry.instance, server), _client(registry.instance, client)
+        )
+
+
+@central.command("tsa-add")
+@dir_option
+@click.option("--name", required=True)
+@click.option("--url", required=True)
+@click.option(
+    "--cert", "cert_file", required=True, type=click.Path(exists=True, path_type=Path)
+)
+def central_tsa_add(directory: Path, name: str, url: str, cert_file: Path) -> None:
+    """Approve a timestamping authority."""
+    cert = _load_cert(cert_file.read_bytes())
+    with coded_errors(), _registry(directory) as registry:
+        registry.add_approved_tsa(
+            name, url, cert.public_bytes(serialization.Encoding.DER)
+        )
+
+
+@central.command("cert-issue")
+@dir_option
+@click.argument("csr_file", type=click.Path(exists=True, path_type=Path))
+@click.option("--kind", type=click.Choice(["auth", "sign"]), required=True)
+@click.option("--member", default=None, help="For sign certs: the member CLASS/CODE.")
+@click.option("--out", type=click.Path(path_type=Path), required=True)
+def central_cert_issue(
+    directory: Path, csr_file: Path, kind: str, member: str | None, out: Path
+) -> None:
+    """Issue a certificate from a security server's CSR."""
+    from central_server.ca import CertificateAuthority
+    from central_server.service import CA_DIR, read_config
+
+    with coded_errors():
+        instance = read_config(directory)["instance"]
+        expected = _member(instance, member) if member else None
+        ca = CertificateAuthority.open(directory / CA_DIR)
+        cert = ca.issue(csr_file.read_bytes(), kind, now(), expected_member=expected)
+    out.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    click.echo(f"{kind} certificate serial {cert.serial_number:x} written to {out}")
+
+
+@central.command("anchor-export")
+@dir_option
+@click.option("--out", type=click.Path(path_type=Path), required=True)
+def central_anchor_export(directory: Path, out: Path) -> None:
+    """Write the configuration anchor security servers start from."""
+    from central_server.publisher import ConfSigningKeys, export_anchor
+    from central_server.service import read_config
+
+    with coded_errors():
+        config = read_config(directory)
+        base = f"http://{config['address']}:{config['conf_port']}"
+        with _registry(directory) as registry:
+            anchor = export_anchor(
+                registry, ConfSigningKeys.open(directory), base, now()
+            )
+    out.write_bytes(anchor)
+    click.echo(f"anchor written to {out}")
+
+
+# -- timestamping authority --------------------------------------------------------
+
+
+@main.group()
+def tsa() -> None:
+    """Timestamping authority (RFC 3161)."""
+
+
+@tsa.command("init")
+@dir_option
+@click.option("--name", required=True)
+def tsa_init(directory: Path, name: str) -> None:
+    """Create the TSA key and certificate."""
+    from timestamp.tsa import TimestampAuthority
+
+    with coded_errors():
+        authority = TimestampAuthority.create(directory, name, now())
+    click.echo(f"TSA certificate: {authority.cert_path}")
+
+
+@tsa.command("serve")
+@dir_option
+@click.option("--host", default="0.0.0.0", show_default=True)
+@click.option("--port", default=8899, show_default=True)
+def tsa_serve(directory: Path, host: str, port: int) -> None:
+    """Answer RFC 3161 requests until interrupted."""
+    from timestamp.tsa import serve_tsa
+
+    async def run() -> None:
+        runner = await serve_tsa(directory, host, port)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    with coded_errors(), contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
+
+
+# -- security server ---------------------------------------------------------------
+
+
+@main.group()
+def server() -> None:
+    """Security server: init, keys and certificates, clients, services, serve."""
+
+
+def _pin(pin: str | None) -> str:
+    value = pin or os.environ.get(PIN_ENV)
+    if not value:
+        value = click.prompt("Token PIN", hide_input=True)
+    return value
+
+
+pin_option = click.option("--pin", default=None, help=f"Token PIN (or ${PIN_ENV}).")
+
+
+def _settings(directory: Path):  # type: ignore[no-untyped-def]
+    from security_server.settings import ServerSettings
+
+    return ServerSettings.load(directory)
+
+
+def _serverconf(directory: Path):  # type: ignore[no-untyped-def]
+    from security_server.serverconf import ServerConf
+
+    return contextlib.closing(ServerConf(directory))
+
+
+@server.command("init")
+@dir_option
+@click.option("--anchor", type=click.Path(exists=True, path_type=Path), required=True)
+@click.option("--owner", required=True, help="Owner member CLASS/CODE.")
+@click.option("--code", "server_code", required=True, help="Server code.")
+@click.option("--bind", default="0.0.0.0", show_default=True)
+@click.option("--client-port", default=8080, show_default=True)
+@click.option("--server-port", default=5500, show_default=True)
+@click.option("--ocsp-port", default=5577, show_default=True)
+@pin_option
+def server_init(
+    directory: Path,
+    anchor: Path,
+    owner: str,
+    server_code: str,
+    bind: str,
+    client_port: int,
+    server_port: int,
+    ocsp_port: int,
+    pin: str | None,
+) -> None:
+    """Create a security server from a configuration anchor; write its CSRs."""
+    from protocol.anchor import parse_anchor
+    from security_server.server import init_server
+    from security_server.settings import Ports
+
+    data = anchor.read_bytes()
+    with coded_errors():
+        instance = parse_anchor(data).instance
+        result = asyncio.run(
+            init_server(
+                directory,
+                data,
+                owner=_member(instance, owner),
+                server_code=server_code,
+                pin=_pin(pin),
+                bind_host=bind,
+                ports=Ports(
+                    client_http=client_port, server_proxy=server_port, ocsp=ocsp_port
+                ),
+            )
+        )
+    click.echo(
+        f"security server {result.settings.server_id} initialised in {directory}"
+    )
+    click.echo(f"authentication CSR: {result.auth_csr}")
+    click.echo(f"signing CSR:        {result.sign_csr}")
+
+
+@server.command("cert-import")
+@dir_option
+@click.argument("cert_file", type=click.Path(exists=True, path_type=Path))
+@pin_option
+def server_cert_import(directory: Path, cert_file: Path, pin: str | None) -> None:
+    """Import a certificate issued for one of this server's keys."""
+    from security_server.token import SoftToken
+
+    with coded_errors():
+        token = SoftToken(directory / "token")
+        token.login(_pin(pin))
+        token.import_certificate(cert_file.read_bytes())
+    click.echo(f"imported {cert_file}")
+
+
+@server.command("client-add")
+@dir_option
+@click.argument("client")
+def server_client_add(directory: Path, client: str) -> None:
+    """Add a local client CLASS/CODE[/SUBSYSTEM]."""
+    settings = _settings(directory)
+    with coded_errors(), _serverconf(directory) as serverconf:
+        serverconf.add_client(_client(settings.instance, client))
+
+
+@server.command("service-add")
+@dir_option
+@click.option(
+    "--provider", required=True, help="CLASS/CODE/SUBSYSTEM offering the service."
+)
+@click.option("--code", "service_code", required=True)
+@click.option("--version", "service_version", default=None)
+@click.option("--kind", type=click.Choice(["SOAP", "REST"]), required=True)
+@click.option(
+    "--url", required=True, help="Address of the service in the provider's network."
+)
+@click.option("--timeout", default=60, show_default=True)
+def server_service_add(
+    directory: Path,
+    provider: str,
+    service_code: str,
+    service_version: str | None,
+    kind: str,
+    url: str,
+    timeout: int,
+) -> None:
+    """Add a service of a local client."""
+    settings = _settings(directory)
+    service = ServiceId(
+        _client(settings.instance, provider), service_code, service_version
+    )
+    with coded_errors(), _serverconf(directory) as serverconf:
+        serverconf.add_service(service, kind=kind, url=url, timeout=timeout)
+
+
+@server.command("acl-add")
+@dir_option
+@click.option("--provider", required=True)
+@click.option("--code", "service_code", required=True)
+@click.option(
+    "--subject", required=True, help="Client CLASS/CODE[/SUBSYSTEM] granted access."
+)
+@click.option("--method", default="*", show_default=True)
+@click.option("--path", default="**", show_default=True)
+def server_acl_add(
+    directory: Path,
+    provider: str,
+    service_code: str,
+    subject: str,
+    method: str,
+    path: str,
+) -> None:
+    """Grant a client access to a service (REST: per method and path glob)."""
+    settings = _settings(directory)
+    service = ServiceId(_client(settings.instance, provider), service_code)
+    with coded_errors(), _serverconf(directory) as serverconf:
+        serverconf.grant(
+            service, _client(settings.instance, subject), method=method, path=path
+        )
+
+
+@server.command("serve")
+@dir_option
+@pin_option
+def server_serve(directory: Path, pin: str | None) -> None:
+    """Run the client proxy, server proxy and OCSP responder until interrupted."""
+    from security_server.server import SecurityServer
+
+    async def run(secret: str) -> None:
+        node = SecurityServer(directory, secret)
+        await node.start()
+        click.echo(f"security server {node.settings.server_id} serving")
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await node.stop()
+
+    with coded_errors(), contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run(_pin(pin)))
+
+
+# -- demo ----------------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Keep all state here instead of a temporary directory.",
+)
+@click.option(
+    "--serve", is_flag=True, help="Stay up after the story; write DIR/demo.json."
+)
+def demo(directory: Path | None, serve: bool) -> None:
+    """Start a whole ecosystem, make a SOAP and a REST call, show the evidence."""
+    from demo.ecosystem import build_ecosystem
+    from demo.story import demo_json, tell_serving, tell_story
+
+    async def run(base: Path) -> bool:
+        ecosystem = await build_ecosystem(base)
+        try:
+            ok = await tell_story(ecosystem, click.echo)
+            if serve:
+                path = base / "demo.json"
+                path.write_text(json.dumps(demo_json(ecosystem), indent=2) + "\n")
+                tell_serving(ecosystem, path, click.echo)
+                await asyncio.Event().wait()
+            return ok
+        finally:
+            await ecosystem.stop()
+
+    with contextlib.ExitStack() as stack:
+        if directory is None:
+            directory = Path(
+                stack.enter_context(tempfile.TemporaryDirectory(prefix="xgate-demo-"))
+            )
+        else:
+            directory.mkdir(parents=True, exist_ok=True)
+            if any(directory.iterdir()):
+                raise click.ClickException(f"{directory} is not empty")
+        try:
+            with coded_errors():
+                ok = asyncio.run(run(directory))
+        except KeyboardInterrupt:
+            ok = True
+    sys.exit(0 if ok else 1)
+
+
+def _load_cert(data: bytes) -> x509.Certificate:
+    from protocol.pki import load_certificate
+
+    return load_certificate(data)

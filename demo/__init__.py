@@ -1,0 +1,1 @@
+"""The demo ecosystem: a population register and a benefits agency on one machine."""

@@ -1,0 +1,382 @@
+"""Net: the client proxy -- where a consumer's information system enters X-Road.
+
+It parses the X-Road SOAP or REST request (soap-message.md, rest-message.md),
+signs it with the client member's key, sends it over mutual TLS to a provider's
+security server (transport.md), checks and logs the signed answer, and only
+then gives it back to the information system.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from protocol import mime, rest, soap, transport
+from protocol.digests import sha512
+from protocol.errors import (
+    CLIENT_PROXY,
+    InconsistentResponse,
+    InvalidContentType,
+    InvalidHttpMethod,
+    InvalidRequest,
+    InvalidSoap,
+    RemoteFault,
+    RequestTooLarge,
+    SignatureVerificationError,
+    UnknownMember,
+    XRoadError,
+)
+from protocol.identifiers import ClientId, ServiceId
+from protocol.signature import sign_parts
+from protocol.transport import ProxyMessage
+from protocol.trust import SignedParts, verify_message_signature
+
+from .faults import as_xroad_error, rest_error_response, soap_fault_response
+from .messagelog import LogRecord
+from .runtime import Runtime
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("security_server.access")
+
+SOAP_TYPES = {"text/xml", "application/xop+xml"}
+
+# The X-Road release whose transport protocol we speak; providers compare it
+# with a configured minimum, so it must be a valid semantic version.
+PROXY_VERSION = "7.7.0"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundRequest:
+    """A signed request ready to send, with what is needed to judge its answer."""
+
+    client: ClientId
+    service: ServiceId
+    query_id: str
+    request_id: str
+    headers: dict[str, str]
+    body: bytes
+    target: str | None  # SecurityServerId slash form, when the client chose one
+
+
+class ClientProxy:
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.rt.settings.max_body_bytes)
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        return app
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        started = time.monotonic()
+        is_rest = request.path.startswith("/r1/")
+        try:
+            if is_rest:
+                response = await self._rest(request)
+            else:
+                response = await self._soap(request)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a fault
+            err = as_xroad_error(exc)
+            if is_rest:
+                response = rest_error_response(
+                    err, CLIENT_PROXY, request.headers.get("Accept")
+                )
+            else:
+                response = soap_fault_response(err, CLIENT_PROXY)
+        access_log.info(
+            "client-proxy %s %s status=%s duration_ms=%d",
+            request.method,
+            "rest" if is_rest else "soap",
+            response.status,
+            (time.monotonic() - started) * 1000,
+        )
+        return response
+
+    # -- SOAP ----------------------------------------------------------------
+
+    async def _soap(self, request: web.Request) -> web.Response:
+        if request.method != "POST":
+            raise InvalidHttpMethod(
+                f"SOAP requests must use POST, not {request.method}"
+            )
+        now = self.rt.clock()
+        conf = self.rt.global_conf(now)
+        content_type = request.headers.get("Content-Type")
+        if not content_type:
+            raise InvalidRequest("request has no Content-Type")
+        mime_type, _ = mime.parse_content_type(content_type)
+        if mime_type not in SOAP_TYPES:
+            # TODO(#3): SOAP with attachments and MTOM (multipart/related).
+            raise InvalidContentType(f"unsupported content type {mime_type!r}")
+        soap_action = request.headers.get("SOAPAction")
+        soap.check_soap_action(soap_action)
+        raw = await _read_body(request)
+
+        message = soap.parse_soap(raw, content_type)
+        if isinstance(message, soap.SoapFault):
+            raise InvalidSoap("a SOAP fault is not a request")
+        header = message.header
+        self.rt.check_local_client(conf, header.client)
+        target = header.security_server
+
+        request_id = str(uuid.uuid4())
+        signed = self._sign(header.client, [("/message.xml", sha512(raw))], now)
+        proxy_message = ProxyMessage(
+            ocsp_responses=self.rt.auth_ocsp_responses(),
+            soap=mime.MimePart(headers=(("content-type", content_type),), body=raw),
+            attachments=[],
+            signature=signed.signature,
+            hash_chain_result=signed.hash_chain_result,
+            hash_chain=signed.hash_chain,
+        )
+        extra = {"x-original-content-type": content_type}
+        if soap_action is not None:
+            extra["x-original-soapaction"] = soap_action
+        outbound = self._outbound(
+            header.client,
+            header.service,
+            header.query_id,
+            request_id,
+            proxy_message,
+            extra,
+            target.slash() if target else None,
+        )
+        await self._log(outbound, raw, signed, response=False, attachments=[])
+
+        reply = await self.rt.peers.send(
+            conf,
+            header.service.provider,
+            outbound.target,
+            outbound.headers,
+            outbound.body,
+            now=now,
+        )
+        if reply.fault is not None:
+            return _verbatim_fault(reply.fault)
+        answer = self._verify_reply(reply, header.service.provider, now)
+        soap_part = answer.soap
+        if soap_part is None:
+            raise InvalidSoap("provider answer has no SOAP part")
+        parsed = soap.parse_soap(soap_part.body, soap_part.content_type)
+        if isinstance(parsed, soap.SoapFault):
+            return _verbatim_fault(soap_part.body)
+        soap.check_response(header, parsed, soap.request_hash(raw))
+        await self._log(outbound, soap_part.body, answer_signed(answer), response=True)
+        return web.Response(
+            body=soap_part.body, headers={"Content-Type": "text/xml; charset=UTF-8"}
+        )
+
+    # -- REST ----------------------------------------------------------------
+
+    async def _rest(self, request: web.Request) -> web.StreamResponse:
+        now = self.rt.clock()
+        conf = self.rt.global_conf(now)
+        decoded = [
+            (k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers
+        ]
+        path, question, query = request.raw_path.partition("?")
+        info = rest.parse_rest_request(
+            request.method, path, query if question else None, decoded
+        )
+        self.rt.check_local_client(conf, info.client)
+        body = await _read_body(request)
+
+        request_id = str(uuid.uuid4())
+        generated_id = None
+        query_id = info.query_id
+        if not query_id:
+            generated_id = f"{self.rt.settings.instance}-{uuid.uuid4()}"
+            query_id = generated_id
+        header_part = rest.build_request_part(
+            request.method,
+            request.raw_path,
+            decoded,
+            request_id,
+            generated_query_id=generated_id,
+        )
+        digests = [("/message.xml", sha512(header_part))]
+        if body:
+            digests.append(("/attachment1", sha512(body)))
+        signed = self._sign(info.client, digests, now)
+        proxy_message = ProxyMessage(
+            ocsp_responses=self.rt.auth_ocsp_responses(),
+            rest_request=header_part,
+            rest_body=body or None,
+            signature=signed.signature,
+            hash_chain_result=signed.hash_chain_result,
+            hash_chain=signed.hash_chain,
+        )
+        target = info.target_security_server
+        target_id = target.slash() if target else None
+        outbound = self._outbound(
+            info.client,
+            info.service,
+            query_id,
+            request_id,
+            proxy_message,
+            {"x-road-message-type": "REST"},
+            target_id,
+        )
+        await self._log(
+            outbound,
+            header_part,
+            signed,
+            response=False,
+            attachments=[body] if body else [],
+        )
+
+        reply = await self.rt.peers.send(
+            conf,
+            info.service.provider,
+            target_id,
+            outbound.headers,
+            outbound.body,
+            now=now,
+        )
+        if reply.fault is not None:
+            fault = soap.parse_fault(reply.fault)
+            raise RemoteFault(fault.code, fault.string, fault.detail or "")
+        answer = self._verify_reply(reply, info.service.provider, now)
+        if answer.rest_response is None:
+            raise InvalidSoap("provider answer has no REST response part")
+        part = rest.parse_response_part(answer.rest_response)
+        response_body = answer.rest_body or b""
+        rest.check_rest_response(
+            list(part.headers),
+            client=info.client,
+            service=info.service,
+            query_id=query_id,
+            request_id=request_id,
+            request_hash=rest.rest_request_hash(header_part, body or None),
+        )
+        await self._log(
+            outbound,
+            answer.rest_response,
+            answer_signed(answer),
+            response=True,
+            attachments=[response_body] if answer.rest_body is not None else [],
+        )
+        return _rest_response(part, response_body)
+
+    # -- shared steps --------------------------------------------------------
+
+    def _sign(self, client: ClientId, digests: list[tuple[str, bytes]], now):  # type: ignore[no-untyped-def]
+        key, cert = self.rt.signing_key(client.member)
+        ocsp_response = self.rt.ocsp.get(cert)
+        if ocsp_response is None:
+            raise UnknownMember(
+                f"no fresh OCSP response for the signing certificate of {client.member}"
+            )
+        return sign_parts(
+            digests,
+            key=key,
+            cert=cert,
+            ocsp_responses=[ocsp_response],
+            signing_time=now,
+        )
+
+    def _outbound(
+        self,
+        client: ClientId,
+        service: ServiceId,
+        query_id: str,
+        request_id: str,
+        message: ProxyMessage,
+        extra_headers: dict[str, str],
+        target: str | None,
+    ) -> OutboundRequest:
+        boundary = transport.random_boundary(uuid.uuid4().bytes + uuid.uuid4().bytes)
+        att_boundary = "xatt" + uuid.uuid4().hex
+        body = transport.encode_proxy_message(message, boundary, att_boundary)
+        headers = {
+            "Content-Type": f"multipart/mixed; charset=UTF-8; boundary={boundary}",
+            "x-hash-algorithm": "SHA-512",
+            "x-proxy-version": PROXY_VERSION,
+            "x-road-request-id": request_id,
+            **extra_headers,
+        }
+        return OutboundRequest(
+            client, service, query_id, request_id, headers, body, target
+        )
+
+    def _verify_reply(self, reply, provider: ClientId, now) -> ProxyMessage:  # type: ignore[no-untyped-def]
+        answer = reply.message
+        if answer.signature is None:
+            raise SignatureVerificationError(
+                "provider answer is not signed", detail="MissingSignature"
+            )
+        parts = SignedParts(
+            signature=answer.signature,
+            part_digests=dict(transport.part_digests(answer)),
+            hash_chain_result=answer.hash_chain_result,
+            hash_chain=answer.hash_chain,
+        )
+        verify_message_signature(
+            parts, signer=provider, global_conf=self.rt.global_conf(now), at=now
+        )
+        return answer
+
+    async def _log(
+        self,
+        outbound: OutboundRequest,
+        message: bytes,
+        signed,  # type: ignore[no-untyped-def]
+        *,
+        response: bool,
+        attachments: list[bytes] | None = None,
+    ) -> None:
+        record = LogRecord(
+            query_id=outbound.query_id,
+            x_request_id=outbound.request_id,
+            response=response,
+            filed_under=outbound.client,
+            client=outbound.client,
+            service=outbound.service,
+            message=message,
+            signature=signed.signature,
+            hash_chain_result=signed.hash_chain_result,
+            hash_chain=signed.hash_chain,
+            attachments=list(attachments or []),
+            rest="x-road-message-type" in outbound.headers,
+        )
+        await self.rt.log_message(record)
+
+
+@dataclass(frozen=True, slots=True)
+class _AnswerSignature:
+    signature: bytes
+    hash_chain_result: bytes | None
+    hash_chain: bytes | None
+
+
+def answer_signed(answer: ProxyMessage) -> _AnswerSignature:
+    assert answer.signature is not None
+    return _AnswerSignature(
+        answer.signature, answer.hash_chain_result, answer.hash_chain
+    )
+
+
+async def _read_body(request: web.Request) -> bytes:
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise RequestTooLarge(f"request body exceeds {exc.body!r}") from None
+
+
+def _verbatim_fault(raw: bytes) -> web.Response:
+    return web.Response(body=raw, headers={"Content-Type": "text/xml; charset=UTF-8"})
+
+
+def _rest_response(part: rest.RestResponsePart, body: bytes) -> web.Response:
+    response = web.Response(status=part.status, body=body)
+    for name, value in part.headers:
+        if name.lower() not in rest.FILTERED_HEADERS:
+            response.headers.add(name, value)
+    return response
+
+
+__all__ = ["ClientProxy", "InconsistentResponse", "XRoadError"]

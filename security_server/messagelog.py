@@ -1,0 +1,324 @@
+"""Store: the security server's message log in SQLite (message-log.md §1, §2).
+
+Every request and response a proxy signs or receives is appended here
+before the exchange may go on; the timestamper later adds a time-stamp to
+each record. All SQLite work runs on one writer thread, never on the loop.
+The SQL below is the only SQLite-specific SQL in the code base.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlite_utils
+
+from protocol.digests import b64, sha512
+from protocol.errors import LoggingFailed
+from protocol.identifiers import ClientId, ServiceId
+
+T = TypeVar("T")
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+_SCHEMA = (
+    # AUTOINCREMENT: ids stay monotonic even after old rows are deleted,
+    # because archive file names are built from them (§2, §6).
+    """CREATE TABLE IF NOT EXISTS message_record (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL DEFAULT 'm',
+        time INTEGER NOT NULL,
+        query_id TEXT NOT NULL,
+        x_request_id TEXT NOT NULL,
+        response INTEGER NOT NULL,
+        instance TEXT NOT NULL,
+        member_class TEXT NOT NULL,
+        member_code TEXT NOT NULL,
+        subsystem_code TEXT,
+        client TEXT NOT NULL,
+        service_provider TEXT NOT NULL,
+        service_code TEXT NOT NULL,
+        service_version TEXT,
+        message BLOB NOT NULL,
+        signature BLOB NOT NULL,
+        signature_hash TEXT NOT NULL,
+        hash_chain_result BLOB,
+        hash_chain BLOB,
+        rest INTEGER NOT NULL,
+        timestamp_token BLOB,
+        stamped_at INTEGER,
+        timestamp_record INTEGER,
+        timestamp_hash_chain BLOB,
+        archived INTEGER NOT NULL DEFAULT 0
+    )""",
+    """CREATE TABLE IF NOT EXISTS message_attachment (
+        record_id INTEGER NOT NULL REFERENCES message_record(id),
+        position INTEGER NOT NULL,
+        body BLOB NOT NULL,
+        PRIMARY KEY (record_id, position)
+    )""",
+    "CREATE INDEX IF NOT EXISTS message_record_query ON message_record(query_id)",
+    "CREATE INDEX IF NOT EXISTS message_record_stamped ON message_record(stamped_at)",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LogRecord:
+    """One message as a proxy hands it to the log."""
+
+    query_id: str
+    x_request_id: str
+    response: bool
+    filed_under: ClientId  # the client (consumer side) or the provider (provider side)
+    client: ClientId
+    service: ServiceId
+    message: bytes  # SOAP envelope or REST header part, exact bytes
+    signature: bytes  # signatures.xml
+    hash_chain_result: bytes | None
+    hash_chain: bytes | None
+    attachments: list[bytes]  # REST body = attachment 1
+    rest: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    """A logged message as read back, with its time-stamp once it has one."""
+
+    id: int
+    time: datetime
+    query_id: str
+    x_request_id: str
+    response: bool
+    filed_under: ClientId
+    client: ClientId
+    service: ServiceId
+    message: bytes
+    signature: bytes
+    signature_hash: str
+    hash_chain_result: bytes | None
+    hash_chain: bytes | None
+    attachments: list[bytes]
+    rest: bool
+    timestamp_token: bytes | None
+    stamped_at: datetime | None
+    archived: bool
+
+
+def signature_hash(signature: bytes) -> str:
+    """base64(SHA-512(signature bytes)): the time-stamp leaf (message-log.md §2)."""
+    return b64(sha512(signature))
+
+
+def _ms(moment: datetime) -> int:
+    if moment.tzinfo is None:
+        raise ValueError("message-log times must be timezone-aware")
+    return (moment - _EPOCH) // timedelta(milliseconds=1)
+
+
+def _from_ms(value: int) -> datetime:
+    return datetime.fromtimestamp(value / 1000, tz=UTC)
+
+
+class MessageLog:
+    """The message-log store; every method but ``open``/``close`` is async."""
+
+    def __init__(self, db: sqlite_utils.Database, executor: ThreadPoolExecutor) -> None:
+        self._db = db
+        self._executor = executor
+
+    @classmethod
+    def open(cls, path: Path) -> MessageLog:
+        """Open (creating if needed) the log at ``path``, in WAL mode, fully synced."""
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="messagelog")
+
+        def connect() -> sqlite_utils.Database:
+            conn = sqlite3.connect(path, check_same_thread=False)
+            db = sqlite_utils.Database(conn)
+            db.execute("PRAGMA journal_mode=WAL")
+            # FULL: a commit is on disk before append() returns (§1).
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA foreign_keys=ON")
+            with conn:
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+            return db
+
+        try:
+            db = executor.submit(connect).result()
+        except sqlite3.Error as exc:
+            executor.shutdown()
+            raise LoggingFailed(
+                f"cannot open message log {str(path)!r}: {exc}"
+            ) from exc
+        return cls(db, executor)
+
+    def close(self) -> None:
+        """Close the database after pending writes; the object is then unusable."""
+        self._executor.submit(self._db.close).result()
+        self._executor.shutdown(wait=True)
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, fn)
+        except (sqlite3.Error, RuntimeError) as exc:
+            # RuntimeError: the writer thread was shut down by close().
+            raise LoggingFailed(f"message log failure: {exc}") from exc
+
+    async def append(self, record: LogRecord, now: datetime) -> int:
+        """Store ``record``; return its id once the row is durably committed.
+
+        :raises LoggingFailed: the caller must then fail the exchange (§1).
+        """
+        row = _row(record, _ms(now))
+
+        def insert() -> int:
+            with self._db.conn:
+                cursor = self._db.conn.execute(
+                    f"INSERT INTO message_record ({', '.join(row)}) "
+                    f"VALUES ({', '.join('?' for _ in row)})",
+                    tuple(row.values()),
+                )
+                record_id = int(cursor.lastrowid or 0)
+                self._db.conn.executemany(
+                    "INSERT INTO message_attachment (record_id, position, body) "
+                    "VALUES (?, ?, ?)",
+                    [
+                        (record_id, n, body)
+                        for n, body in enumerate(record.attachments, 1)
+                    ],
+                )
+            return record_id
+
+        return await self._run(insert)
+
+    async def unstamped(self, limit: int = 100) -> list[StoredRecord]:
+        """Message records without a time-stamp, oldest first."""
+        return await self._select("timestamp_token IS NULL AND kind = 'm'", (), limit)
+
+    async def find(
+        self, query_id: str | None = None, limit: int = 100
+    ) -> list[StoredRecord]:
+        """Records, oldest first, optionally only those of one query id."""
+        if query_id is None:
+            return await self._select(None, (), limit)
+        return await self._select("query_id = ?", (query_id,), limit)
+
+    async def get(self, record_id: int) -> StoredRecord | None:
+        found = await self._select("id = ?", (record_id,), 1)
+        return found[0] if found else None
+
+    async def set_timestamp(
+        self,
+        record_id: int,
+        signature_with_token: bytes,
+        token: bytes,
+        stamped_at: datetime,
+    ) -> None:
+        """Store the stamped signature and its token; recompute signature_hash (§5)."""
+        values = (
+            signature_with_token,
+            signature_hash(signature_with_token),
+            token,
+            _ms(stamped_at),
+            record_id,
+        )
+
+        def update() -> int:
+            with self._db.conn:
+                cursor = self._db.conn.execute(
+                    "UPDATE message_record SET signature = ?, signature_hash = ?, "
+                    "timestamp_token = ?, stamped_at = ? "
+                    "WHERE id = ? AND timestamp_token IS NULL",
+                    values,
+                )
+            return cursor.rowcount
+
+        if await self._run(update) != 1:
+            raise LoggingFailed(
+                f"record {record_id} is unknown or already time-stamped"
+            )
+
+    async def _select(
+        self, where: str | None, params: tuple[Any, ...], limit: int
+    ) -> list[StoredRecord]:
+        def select() -> list[StoredRecord]:
+            table = self._db.table("message_record")
+            rows = list(table.rows_where(where, params, order_by="id", limit=limit))
+            return [_stored(row, self._attachments(row["id"])) for row in rows]
+
+        return await self._run(select)
+
+    def _attachments(self, record_id: int) -> list[bytes]:
+        cursor = self._db.conn.execute(
+            "SELECT body FROM message_attachment WHERE record_id = ? ORDER BY position",
+            (record_id,),
+        )
+        return [bytes(body) for (body,) in cursor.fetchall()]
+
+
+def _row(record: LogRecord, time_ms: int) -> dict[str, Any]:
+    filed = record.filed_under
+    service = record.service
+    return {
+        "kind": "m",
+        "time": time_ms,
+        "query_id": record.query_id,
+        "x_request_id": record.x_request_id,
+        "response": int(record.response),
+        "instance": filed.instance,
+        "member_class": filed.member_class,
+        "member_code": filed.member_code,
+        "subsystem_code": filed.subsystem_code,
+        "client": record.client.slash(),
+        "service_provider": service.provider.slash(),
+        "service_code": service.service_code,
+        "service_version": service.service_version,
+        "message": record.message,
+        "signature": record.signature,
+        "signature_hash": signature_hash(record.signature),
+        "hash_chain_result": record.hash_chain_result,
+        "hash_chain": record.hash_chain,
+        "rest": int(record.rest),
+    }
+
+
+def _stored(row: dict[str, Any], attachments: list[bytes]) -> StoredRecord:
+    service = ServiceId(
+        ClientId.parse_slash(row["service_provider"]),
+        row["service_code"],
+        row["service_version"],
+    )
+    filed_under = ClientId(
+        row["instance"], row["member_class"], row["member_code"], row["subsystem_code"]
+    )
+    return StoredRecord(
+        id=row["id"],
+        time=_from_ms(row["time"]),
+        query_id=row["query_id"],
+        x_request_id=row["x_request_id"],
+        response=bool(row["response"]),
+        filed_under=filed_under,
+        client=ClientId.parse_slash(row["client"]),
+        service=service,
+        message=bytes(row["message"]),
+        signature=bytes(row["signature"]),
+        signature_hash=row["signature_hash"],
+        hash_chain_result=_blob(row["hash_chain_result"]),
+        hash_chain=_blob(row["hash_chain"]),
+        attachments=attachments,
+        rest=bool(row["rest"]),
+        timestamp_token=_blob(row["timestamp_token"]),
+        stamped_at=None if row["stamped_at"] is None else _from_ms(row["stamped_at"]),
+        archived=bool(row["archived"]),
+    )
+
+
+def _blob(value: bytes | None) -> bytes | None:
+    return None if value is None else bytes(value)

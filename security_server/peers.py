@@ -1,0 +1,264 @@
+"""Net: talking to other security servers' server proxies (transport.md §2-§4, §10).
+
+Routing picks the provider's security servers from the global configuration;
+every connection is checked before a byte is sent: the peer's authentication
+certificate must be approved, fresh and good by OCSP, and registered for a
+server that hosts the provider.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import random
+from dataclasses import dataclass
+from datetime import datetime
+
+import aiohttp
+from cryptography import x509
+
+from protocol import mime, ocsp, pki, transport
+from protocol.errors import (
+    CLIENT_PROXY,
+    HttpError,
+    InvalidContentType,
+    InvalidSecurityServer,
+    NetworkError,
+    SslAuthenticationFailed,
+    UnknownMember,
+    XRoadError,
+    XRoadIOError,
+)
+from protocol.globalconf import GlobalConf, SecurityServer
+from protocol.identifiers import ClientId
+from protocol.transport import ProxyMessage
+from protocol.trust import check_auth_certificate
+
+from . import tls
+from .ocsp import fetch_peer_ocsp
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SERVER_PROXY_PORT = 5500
+DEFAULT_OCSP_PORT = 5577
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A provider's answer: either a fault document or a decoded multipart message."""
+
+    fault: bytes | None
+    message: ProxyMessage
+
+
+@dataclass(frozen=True, slots=True)
+class _Expected:
+    conf: GlobalConf
+    provider: ClientId
+    server: SecurityServer
+    now: datetime
+
+
+_expected: contextvars.ContextVar[_Expected] = contextvars.ContextVar("expected_peer")
+
+
+def split_address(address: str) -> tuple[str, int | None]:
+    """``host`` or ``host:port`` (an xgate extension for several servers on one host)."""
+    host, sep, port = address.rpartition(":")
+    if sep and port.isdigit() and "]" not in port:
+        return host, int(port)
+    return address, None
+
+
+class PeerClient:
+    def __init__(
+        self,
+        *,
+        auth_key,  # type: ignore[no-untyped-def]
+        auth_chain: list[x509.Certificate],
+        timeout_seconds: float,
+        plain_session: aiohttp.ClientSession,
+    ) -> None:
+        self._ocsp_cache: dict[bytes, bytes] = {}
+        self._plain = plain_session
+        context = tls.client_context(auth_key, auth_chain)
+        connector = tls.CheckingConnector(
+            check=self._check_peer, ssl=context, force_close=True
+        )
+        # Connections are not reused: each one is checked for the provider it
+        # was opened for. TODO(#3): pool per checked peer identity.
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=timeout_seconds),
+            auto_decompress=False,
+        )
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    async def send(
+        self,
+        conf: GlobalConf,
+        provider: ClientId,
+        target: str | None,
+        headers: dict[str, str],
+        body: bytes,
+        *,
+        now: datetime,
+    ) -> Reply:
+        candidates = self._candidates(conf, provider, target)
+        last_error: XRoadError | None = None
+        for server in candidates:
+            host, port = split_address(server.address or "")
+            url = f"https://{host}:{port or DEFAULT_SERVER_PROXY_PORT}/"
+            token = _expected.set(_Expected(conf, provider, server, now))
+            try:
+                return await self._post(url, headers, body)
+            except (NetworkError, SslAuthenticationFailed) as err:
+                log.warning(
+                    "provider server unusable url=%s code=%s", url, err.full_code
+                )
+                last_error = err
+            finally:
+                _expected.reset(token)
+        assert last_error is not None
+        raise last_error
+
+    def _candidates(
+        self, conf: GlobalConf, provider: ClientId, target: str | None
+    ) -> list[SecurityServer]:
+        hosting = [s for s in conf.servers_hosting(provider) if s.address]
+        if not hosting:
+            raise UnknownMember(f"no security server hosts {provider}")
+        if target is not None:
+            hosting = [s for s in hosting if s.id.slash() == target]
+            if not hosting:
+                raise InvalidSecurityServer(
+                    f"security server {target} does not host {provider}"
+                )
+        random.shuffle(hosting)
+        return hosting
+
+    async def _post(self, url: str, headers: dict[str, str], body: bytes) -> Reply:
+        try:
+            async with self._session.post(url, data=body, headers=headers) as response:
+                payload = await response.read()
+                status = response.status
+                content_type = response.headers.get("Content-Type", "")
+        except XRoadError:
+            raise
+        except aiohttp.ClientConnectorError as exc:
+            raise NetworkError(f"cannot connect to {url}: {exc.os_error}") from exc
+        except TimeoutError as exc:
+            raise XRoadIOError(f"timed out talking to {url}") from exc
+        except aiohttp.ClientError as exc:
+            # The connector wraps errors our check raised.
+            cause = exc.__cause__ or exc.__context__
+            if isinstance(cause, XRoadError):
+                raise cause from exc
+            raise XRoadIOError(f"error talking to {url}: {exc}") from exc
+        return _decode_reply(status, content_type, payload)
+
+    async def _check_peer(self, leaf_der: bytes, chain: list[bytes]) -> None:
+        expected = _expected.get()
+        cert = x509.load_der_x509_certificate(leaf_der)
+        responses = await self._peer_ocsp(cert, expected)
+        server = check_auth_certificate(
+            cert,
+            ocsp_responses=responses,
+            global_conf=expected.conf,
+            instance=expected.provider.instance,
+            at=expected.now,
+        )
+        if server.id != expected.server.id or not expected.conf.is_client_of(
+            server.id, expected.provider
+        ):
+            raise SslAuthenticationFailed(
+                f"peer {server.id} is not a security server of {expected.provider}"
+            )
+
+    async def _peer_ocsp(
+        self, cert: x509.Certificate, expected: _Expected
+    ) -> list[bytes]:
+        key = pki.cert_sha256_hex(cert).encode()
+        cached = self._ocsp_cache.get(key)
+        if cached is not None and _still_fresh(cached, cert, expected):
+            return [cached]
+        host, port = split_address(expected.server.address or "")
+        try:
+            if port is None:
+                fetched = await fetch_peer_ocsp(
+                    self._plain, host, DEFAULT_OCSP_PORT, [cert]
+                )
+                response = fetched[0]
+            else:
+                response = await self._ocsp_from_ca(cert, expected)
+        except XRoadError as err:
+            raise SslAuthenticationFailed(
+                f"no OCSP response for peer: {err.message}"
+            ) from err
+        except aiohttp.ClientError as exc:
+            raise SslAuthenticationFailed(
+                f"cannot fetch peer OCSP response: {exc}"
+            ) from exc
+        self._ocsp_cache[key] = response
+        return [response]
+
+    async def _ocsp_from_ca(self, cert: x509.Certificate, expected: _Expected) -> bytes:
+        """Ask the issuing CA's responder; used when the peer runs on a non-standard port."""
+        instance = expected.provider.instance
+        approved = expected.conf.approved_ca_for(cert, instance)
+        issuer = pki.find_issuer(cert, expected.conf.ca_certs(instance))
+        if approved is None or issuer is None:
+            raise SslAuthenticationFailed("peer certificate is not from an approved CA")
+        request = ocsp.build_ocsp_request(cert, issuer)
+        for responder in approved.ocsp:
+            async with self._plain.post(
+                responder.url,
+                data=request,
+                headers={"Content-Type": "application/ocsp-request"},
+            ) as response:
+                if response.status == 200:
+                    return await response.read()
+        raise SslAuthenticationFailed(
+            "no OCSP responder answered for the peer certificate"
+        )
+
+
+def _still_fresh(response: bytes, cert: x509.Certificate, expected: _Expected) -> bool:
+    instance = expected.provider.instance
+    issuer = pki.find_issuer(cert, expected.conf.ca_certs(instance))
+    if issuer is None:
+        return False
+    try:
+        ocsp.verify_ocsp_response(
+            response,
+            cert,
+            issuer,
+            at=expected.now,
+            freshness_seconds=expected.conf.ocsp_freshness_seconds,
+            responder_certs=expected.conf.ocsp_responder_certs(instance),
+        )
+    except XRoadError:
+        return False
+    return True
+
+
+def _decode_reply(status: int, content_type: str, payload: bytes) -> Reply:
+    """Classify a provider's HTTP answer (transport.md §10 steps 0-2)."""
+    if status not in (200, 500):
+        raise HttpError(f"provider security server answered HTTP {status}")
+    mime_type, _ = mime.parse_content_type(content_type or "application/octet-stream")
+    if mime_type == "text/xml":
+        return Reply(fault=payload, message=ProxyMessage(ocsp_responses=[]))
+    if mime_type != "multipart/mixed":
+        raise InvalidContentType(
+            f"provider security server answered with content type {mime_type!r}",
+        )
+    message = transport.decode_proxy_message(payload, content_type)
+    if message.fault is not None:
+        return Reply(fault=message.fault, message=message)
+    return Reply(fault=None, message=message)
+
+
+__all__ = ["CLIENT_PROXY", "PeerClient", "Reply", "split_address"]

@@ -1,0 +1,128 @@
+"""Net: what both proxies share at run time -- settings, stores, keys, caches.
+
+A :class:`Runtime` is built by :mod:`security_server.server` once the token is
+logged in and a verified global configuration is at hand.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from cryptography import x509
+
+from protocol.errors import LoggingFailed, UnknownMember, UnknownService, XRoadError
+from protocol.globalconf import GlobalConf
+from protocol.identifiers import ClientId, GlobalGroupId, ServiceId
+
+from .messagelog import LogRecord, MessageLog
+from .settings import ServerSettings
+
+if TYPE_CHECKING:
+    from .confclient import ConfClient
+    from .ocsp import OCSPCache
+    from .peers import PeerClient
+    from .serverconf import ServerConf
+    from .timestamper import Timestamper
+    from .token import SoftToken
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+@dataclass
+class Runtime:
+    settings: ServerSettings
+    clock: Clock
+    token: SoftToken
+    serverconf: ServerConf
+    conf_client: ConfClient
+    ocsp: OCSPCache
+    message_log: MessageLog
+    timestamper: Timestamper
+    peers: PeerClient | None = None
+
+    # -- global configuration ------------------------------------------------
+
+    def global_conf(self, now: datetime) -> GlobalConf:
+        """The current verified configuration, refusing one that has expired."""
+        conf = self.conf_client.current
+        if conf is None:
+            from protocol.errors import OutdatedGlobalConf
+
+            raise OutdatedGlobalConf(
+                "no valid global configuration has been downloaded"
+            )
+        conf.check_valid(now)
+        return conf
+
+    def hosts(self, conf: GlobalConf, client: ClientId) -> bool:
+        """True when ``client`` is ours locally and registered for us centrally."""
+        server_id = self.settings.server_id
+        return self.serverconf.client_status(client) is not None and conf.is_client_of(
+            server_id, client
+        )
+
+    def check_local_client(self, conf: GlobalConf, client: ClientId) -> None:
+        if not self.hosts(conf, client):
+            raise UnknownMember(
+                f"Client {client} is not registered on this security server"
+            )
+
+    # -- keys and evidence ---------------------------------------------------
+
+    def signing_key(self, member: ClientId) -> tuple[Any, x509.Certificate]:
+        try:
+            return self.token.sign_key(member)
+        except XRoadError as err:
+            raise UnknownMember(f"no signing key for {member}: {err.message}") from err
+
+    def auth_ocsp_responses(self) -> list[bytes]:
+        response = self.ocsp.get(self.token.auth_cert)
+        return [response] if response is not None else []
+
+    # -- services and access -------------------------------------------------
+
+    def find_service(self, service_id: ServiceId):  # type: ignore[no-untyped-def]
+        return self.serverconf.get_service(service_id)
+
+    def service(self, service_id: ServiceId):  # type: ignore[no-untyped-def]
+        service = self.find_service(service_id)
+        if service is None:
+            raise UnknownService(f"Unknown service: {service_id}")
+        return service
+
+    def is_allowed(
+        self,
+        client: ClientId,
+        service_id: ServiceId,
+        method: str | None,
+        path: str | None,
+        conf: GlobalConf,
+    ) -> bool:
+        def group_members(group: GlobalGroupId) -> set[ClientId]:
+            return set(conf.global_group_members(group.instance, group.group_code))
+
+        return self.serverconf.is_allowed(
+            client, service_id, method=method, path=path, global_groups=group_members
+        )
+
+    # -- message log ---------------------------------------------------------
+
+    async def log_message(self, record: LogRecord) -> int:
+        """Write a record durably; the exchange fails if this fails."""
+        try:
+            record_id = await self.message_log.append(record, self.clock())
+        except XRoadError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any store failure fails the exchange
+            raise LoggingFailed(f"message log write failed: {exc}") from exc
+        self.timestamper.notify()
+        return record_id
+
+
+__all__ = ["Clock", "LogRecord", "Runtime"]

@@ -1,0 +1,272 @@
+"""Net: the security server process -- initialisation and the serving lifecycle.
+
+``init_server`` creates a data directory from an anchor; ``SecurityServer``
+starts the client proxy, the server proxy (mutual TLS), the OCSP responder for
+peers and the background tasks (configuration refresh, OCSP refresh,
+timestamping). Both the ``xgate server`` commands and ``xgate demo`` use them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from protocol.anchor import parse_anchor
+from protocol.errors import OutdatedGlobalConf, XRoadError
+from protocol.globalconf import GlobalConf
+from protocol.identifiers import ClientId
+
+from . import tls
+from .clientproxy import ClientProxy
+from .confclient import ConfClient
+from .messagelog import MessageLog
+from .ocsp import OCSPCache, ocsp_responder_app
+from .peers import PeerClient
+from .runtime import Runtime
+from .serverconf import ServerConf
+from .serverproxy import ServerProxy
+from .settings import Ports, ServerSettings
+from .timestamper import Timestamper
+from .token import SoftToken
+
+log = logging.getLogger(__name__)
+
+ANCHOR_FILE = "anchor.xml"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class InitResult:
+    directory: Path
+    settings: ServerSettings
+    auth_csr: Path
+    sign_csr: Path
+
+
+async def init_server(
+    directory: Path,
+    anchor: bytes,
+    *,
+    owner: ClientId,
+    server_code: str,
+    pin: str,
+    ports: Ports | None = None,
+    bind_host: str = "0.0.0.0",
+    clock: Callable[[], datetime] = utc_now,
+) -> InitResult:
+    """Create a security server from an anchor: verify it, make keys and CSRs.
+
+    The global configuration is downloaded and verified first; nothing is
+    written when the anchor does not lead to a valid configuration.
+    """
+    parsed = parse_anchor(anchor)
+    if owner.instance != parsed.instance:
+        raise XRoadError(
+            f"owner {owner} is not in the anchor's instance {parsed.instance!r}"
+        )
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+    (directory / ANCHOR_FILE).write_bytes(anchor)
+
+    async with aiohttp.ClientSession() as session:
+        client = ConfClient(
+            directory / "globalconf",
+            directory / ANCHOR_FILE,
+            session=session,
+            clock=clock,
+        )
+        try:
+            await client.download()
+        except Exception:
+            shutil.rmtree(directory / "globalconf", ignore_errors=True)
+            (directory / ANCHOR_FILE).unlink()
+            raise
+
+    settings = ServerSettings(
+        instance=owner.instance,
+        owner_class=owner.member_class,
+        owner_code=owner.member_code,
+        server_code=server_code,
+        bind_host=bind_host,
+        ports=ports or Ports(),
+    )
+    settings.save(directory)
+    serverconf = ServerConf(directory)
+    serverconf.set_identity(settings.server_id)
+    serverconf.close()
+
+    token = SoftToken.initialize(directory / "token", pin)
+    token.login(pin)
+    csr_dir = directory / "csr"
+    csr_dir.mkdir(exist_ok=True)
+    auth_csr = csr_dir / "auth.csr"
+    auth_csr.write_bytes(token.generate_auth_key(settings.server_id))
+    sign_csr = csr_dir / f"sign-{owner.member_class}-{owner.member_code}.csr"
+    sign_csr.write_bytes(token.generate_sign_key(owner))
+    return InitResult(directory, settings, auth_csr, sign_csr)
+
+
+class SecurityServer:
+    """One running security server; ``start`` then ``stop``."""
+
+    def __init__(
+        self, directory: Path, pin: str, *, clock: Callable[[], datetime] = utc_now
+    ) -> None:
+        self.directory = directory
+        self.pin = pin
+        self.clock = clock
+        self.settings = ServerSettings.load(directory)
+        self.runtime: Runtime | None = None
+        self._runners: list[web.AppRunner] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._session: aiohttp.ClientSession | None = None
+        self._trust: tls.TrustSwapper | None = None
+
+    async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        settings = self.settings
+        token = SoftToken(self.directory / "token")
+        token.login(self.pin)
+        serverconf = ServerConf(self.directory)
+        self._session = session = aiohttp.ClientSession(auto_decompress=False)
+
+        conf_client = ConfClient(
+            self.directory / "globalconf",
+            self.directory / ANCHOR_FILE,
+            session=session,
+            clock=self.clock,
+            interval_seconds=settings.conf_refresh_seconds,
+        )
+        conf = await self._first_configuration(conf_client)
+
+        ocsp = OCSPCache(
+            self.clock,
+            session,
+            lambda: conf_client.current,
+            token.certificates,
+            cache_dir=self.directory / "ocsp",
+        )
+        await ocsp.refresh()
+        message_log = MessageLog.open(self.directory / "messagelog.db")
+        timestamper = Timestamper(
+            message_log,
+            tsa_sources=lambda: _tsa_sources(conf_client.current, settings.instance),
+            session=session,
+            clock=self.clock,
+            interval_seconds=settings.timestamp_interval_seconds,
+        )
+        runtime = Runtime(
+            settings=settings,
+            clock=self.clock,
+            token=token,
+            serverconf=serverconf,
+            conf_client=conf_client,
+            ocsp=ocsp,
+            message_log=message_log,
+            timestamper=timestamper,
+        )
+        runtime.peers = PeerClient(
+            auth_key=token.auth_key,
+            auth_chain=[token.auth_cert],
+            timeout_seconds=settings.peer_timeout_seconds,
+            plain_session=session,
+        )
+        self.runtime = runtime
+
+        self._trust = tls.TrustSwapper(
+            token.auth_key, [token.auth_cert], conf.ca_certs(settings.instance)
+        )
+        host, ports = settings.bind_host, settings.ports
+        await self._site(ClientProxy(runtime).app(), host, ports.client_http)
+        await self._site(
+            ServerProxy(runtime, session).app(),
+            host,
+            ports.server_proxy,
+            ssl_context=self._trust.current,
+        )
+        await self._site(ocsp_responder_app(ocsp), host, ports.ocsp)
+        for job in (
+            conf_client.run(),
+            ocsp.run(),
+            timestamper.run(),
+            self._follow_conf(),
+        ):
+            self._tasks.append(asyncio.create_task(job))
+        log.info("security server %s started", settings.server_id)
+
+    async def _first_configuration(self, conf_client: ConfClient) -> GlobalConf:
+        conf_client.load()
+        try:
+            await conf_client.download()
+        except XRoadError as err:
+            log.warning("configuration download failed code=%s", err.full_code)
+        conf = conf_client.current
+        if conf is None:
+            raise OutdatedGlobalConf("no global configuration; refusing to serve")
+        conf.check_valid(self.clock())
+        return conf
+
+    async def _follow_conf(self) -> None:
+        """Keep the TLS trust store equal to the approved CAs of the current configuration."""
+        seen = None
+        while True:
+            conf = self.runtime.conf_client.current if self.runtime else None
+            if conf is not None and conf is not seen and self._trust is not None:
+                token = self.runtime.token  # type: ignore[union-attr]
+                self._trust.update(
+                    token.auth_key,
+                    [token.auth_cert],
+                    conf.ca_certs(self.settings.instance),
+                )
+                seen = conf
+            await asyncio.sleep(1)
+
+    async def _site(
+        self, app: web.Application, host: str, port: int, **kwargs: object
+    ) -> None:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, **kwargs)  # type: ignore[arg-type]
+        await site.start()
+        self._runners.append(runner)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        if self.runtime is not None:
+            if self.runtime.peers is not None:
+                await self.runtime.peers.close()
+            self.runtime.message_log.close()
+            self.runtime.serverconf.close()
+        if self._session is not None:
+            await self._session.close()
+
+
+def _tsa_sources(conf: GlobalConf | None, instance: str) -> list[tuple[str, object]]:
+    if conf is None:
+        return []
+    return [(tsa.url, tsa.cert) for tsa in conf.approved_tsas(instance)]

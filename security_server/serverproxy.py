@@ -1,0 +1,474 @@
+"""Net: the server proxy -- where a consumer's security server reaches a provider.
+
+It checks the consumer's TLS certificate with the OCSP responses the request
+carries, the request signature and the client's access right, logs the
+request, calls the provider's service, and signs and logs the answer before
+sending it back (transport.md §9).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from datetime import datetime
+
+import aiohttp
+from aiohttp import web
+from cryptography import x509
+
+from protocol import mime, rest, soap, transport
+from protocol.digests import sha512
+from protocol.errors import (
+    SERVER_PROXY,
+    AccessDenied,
+    HttpError,
+    InvalidClientIdentifier,
+    InvalidContentType,
+    InvalidHttpMethod,
+    MissingSignature,
+    MissingSoap,
+    NetworkError,
+    ServiceFailed,
+    ServiceType,
+    SslAuthenticationFailed,
+    UnknownMember,
+    UnknownService,
+    XRoadError,
+    XRoadIOError,
+)
+from protocol.globalconf import GlobalConf
+from protocol.identifiers import ClientId, ServiceId
+from protocol.signature import SignedMessage, sign_parts
+from protocol.transport import ProxyMessage
+from protocol.trust import SignedParts, check_auth_certificate, verify_message_signature
+
+from . import tls
+from .faults import as_xroad_error, soap_fault_response
+from .messagelog import LogRecord
+from .runtime import Runtime
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("security_server.access")
+
+# Methods whose request entity the provider's service receives (rest-message.md §2).
+ENTITY_METHODS = {"POST", "PUT", "PATCH"}
+
+
+class ServiceDisabled(XRoadError):
+    code = "ServiceDisabled"
+
+
+class ServerProxy:
+    def __init__(
+        self, runtime: Runtime, service_session: aiohttp.ClientSession
+    ) -> None:
+        self.rt = runtime
+        self.services = service_session
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.rt.settings.max_body_bytes)
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        return app
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        started = time.monotonic()
+        try:
+            response = await self._handle(request)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a fault
+            response = soap_fault_response(as_xroad_error(exc), SERVER_PROXY)
+        access_log.info(
+            "server-proxy status=%s duration_ms=%d",
+            response.status,
+            (time.monotonic() - started) * 1000,
+        )
+        return response
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        if request.method != "POST":
+            raise InvalidHttpMethod(
+                f"server proxy accepts POST only, not {request.method}"
+            )
+        now = self.rt.clock()
+        conf = self.rt.global_conf(now)
+        peer = tls.peer_certificate(request)
+        if peer is None or conf.server_for_auth_cert(peer) is None:
+            raise SslAuthenticationFailed(
+                "client certificate is not a registered auth cert"
+            )
+        body = await request.read()
+        content_type = request.headers.get("Content-Type", "")
+        try:
+            message = transport.decode_proxy_message(body, content_type)
+        except XRoadError as err:
+            raise ServiceFailed.wrap(err) from err
+        if message.rest_request is not None:
+            return await self._rest(message, conf, peer, now)
+        return await self._soap(request, message, conf, peer, now)
+
+    # -- SOAP ----------------------------------------------------------------
+
+    async def _soap(
+        self,
+        request: web.Request,
+        message: ProxyMessage,
+        conf: GlobalConf,
+        peer: x509.Certificate,
+        now: datetime,
+    ) -> web.Response:
+        if message.soap is None:
+            raise MissingSoap("request has no SOAP part")
+        soap_action = request.headers.get("x-original-soapaction")
+        soap.check_soap_action(soap_action)
+        raw = message.soap.body
+        try:
+            parsed = soap.parse_soap(raw, message.soap.content_type)
+            if isinstance(parsed, soap.SoapFault):
+                raise MissingSoap("a SOAP fault is not a request")
+            header = parsed.header
+            if (
+                header.security_server
+                and header.security_server != self.rt.settings.server_id
+            ):
+                raise _invalid_target(header.security_server)
+            self._check_provider(conf, header.service.provider)
+            self._check_consumer(peer, message.ocsp_responses, conf, header.client, now)
+        except XRoadError as err:
+            raise ServiceFailed.wrap(err) from err
+
+        self._authorize(header.client, header.service, "SOAP", None, None, conf)
+        signed_request = self._verify_request(message, header.client, conf, now)
+        await self._log(
+            header.client,
+            header.service,
+            header.query_id,
+            request,
+            raw,
+            signed_request,
+            response=False,
+        )
+
+        answer = await self._call_soap(
+            header.service, raw, message.soap.content_type, soap_action
+        )
+        try:
+            parsed_answer = soap.parse_soap(answer, "text/xml")
+        except XRoadError as err:
+            raise ServiceFailed.wrap(err) from err
+        if isinstance(parsed_answer, soap.SoapFault):
+            return _multipart(ProxyMessage(ocsp_responses=[], fault=answer), {})
+        answer = soap.insert_request_hash(answer, soap.request_hash(raw))
+        signed = self._sign(
+            header.service.provider, [("/message.xml", sha512(answer))], now
+        )
+        await self._log(
+            header.client,
+            header.service,
+            header.query_id,
+            request,
+            answer,
+            signed,
+            response=True,
+        )
+        reply = ProxyMessage(
+            ocsp_responses=[],
+            soap=mime.MimePart(
+                headers=(("content-type", "text/xml; charset=UTF-8"),), body=answer
+            ),
+            signature=signed.signature,
+            hash_chain_result=signed.hash_chain_result,
+            hash_chain=signed.hash_chain,
+        )
+        return _multipart(reply, {"x-original-content-type": "text/xml; charset=UTF-8"})
+
+    async def _call_soap(
+        self,
+        service_id: ServiceId,
+        body: bytes,
+        content_type: str,
+        soap_action: str | None,
+    ) -> bytes:
+        service = self.rt.service(service_id)
+        headers = {"Content-Type": content_type, "Accept-Encoding": ""}
+        if soap_action is not None:
+            headers["SOAPAction"] = soap_action
+        try:
+            async with self.services.post(
+                service.url,
+                data=body,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=service.timeout),
+            ) as response:
+                payload = await response.read()
+                if response.status not in (200, 500):
+                    raise HttpError(f"service answered HTTP {response.status}")
+                if not response.headers.get("Content-Type"):
+                    raise InvalidContentType("service answer has no Content-Type")
+                return payload
+        except XRoadError as err:
+            raise ServiceFailed.wrap(err) from err
+        except TimeoutError as exc:
+            raise ServiceFailed.wrap(XRoadIOError("service timed out")) from exc
+        except aiohttp.ClientError as exc:
+            raise ServiceFailed.wrap(
+                NetworkError(f"cannot reach the service: {exc}")
+            ) from exc
+
+    # -- REST ----------------------------------------------------------------
+
+    async def _rest(
+        self,
+        message: ProxyMessage,
+        conf: GlobalConf,
+        peer: x509.Certificate,
+        now: datetime,
+    ) -> web.Response:
+        assert message.rest_request is not None
+        try:
+            part = rest.parse_request_part(message.rest_request)
+            service_id, service_path = rest.parse_rest_path(part.path)
+            client = _rest_client(part)
+            self._check_provider(conf, service_id.provider)
+            self._check_consumer(peer, message.ocsp_responses, conf, client, now)
+        except XRoadError as err:
+            raise ServiceFailed.wrap(err) from err
+        query_id = rest.last_header(list(part.headers), rest.HEADER_ID) or ""
+        request_id = rest.last_header(list(part.headers), rest.HEADER_REQUEST_ID) or ""
+
+        self._authorize(client, service_id, "REST", part.method, service_path, conf)
+        signed_request = self._verify_request(message, client, conf, now)
+        body = message.rest_body
+        await self._log(
+            client,
+            service_id,
+            query_id,
+            None,
+            message.rest_request,
+            signed_request,
+            response=False,
+            attachments=[body] if body else [],
+            request_id=request_id,
+        )
+
+        status, reason, headers, answer = await self._call_rest(
+            service_id, part, service_path, body
+        )
+        response_headers = rest.response_headers_for_client(
+            headers,
+            client=client,
+            service=service_id,
+            query_id=query_id,
+            request_id=request_id,
+            request_hash=rest.rest_request_hash(message.rest_request, body),
+        )
+        response_part = rest.build_response_part(status, reason, response_headers)
+        digests = [("/message.xml", sha512(response_part))]
+        if answer is not None:
+            digests.append(("/attachment1", sha512(answer)))
+        signed = self._sign(service_id.provider, digests, now)
+        await self._log(
+            client,
+            service_id,
+            query_id,
+            None,
+            response_part,
+            signed,
+            response=True,
+            attachments=[answer] if answer is not None else [],
+            request_id=request_id,
+        )
+        reply = ProxyMessage(
+            ocsp_responses=[],
+            rest_response=response_part,
+            rest_body=answer,
+            signature=signed.signature,
+            hash_chain_result=signed.hash_chain_result,
+            hash_chain=signed.hash_chain,
+        )
+        return _multipart(reply, {"x-road-message-type": "REST"})
+
+    async def _call_rest(
+        self,
+        service_id: ServiceId,
+        part: rest.RestRequestPart,
+        service_path: str,
+        body: bytes | None,
+    ) -> tuple[int, str, list[tuple[str, str]], bytes | None]:
+        service = self.rt.service(service_id)
+        url = _join_url(service.url, service_path, part.query)
+        data = body if part.method in ENTITY_METHODS else None
+        try:
+            async with self.services.request(
+                part.method,
+                url,
+                data=data,
+                headers=list(part.headers),
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=service.timeout),
+            ) as response:
+                payload = await response.read()
+                headers = [
+                    (k.decode("latin-1"), v.decode("latin-1"))
+                    for k, v in response.raw_headers
+                ]
+                has_entity = part.method != "HEAD" and (
+                    bool(payload)
+                    or "Content-Length" in response.headers
+                    or "Content-Type" in response.headers
+                )
+                return (
+                    response.status,
+                    response.reason or "",
+                    headers,
+                    (payload if has_entity else None),
+                )
+        except TimeoutError as exc:
+            raise XRoadIOError("service timed out") from exc
+        except aiohttp.ClientError as exc:
+            raise NetworkError(f"cannot reach the service: {exc}") from exc
+
+    # -- shared steps --------------------------------------------------------
+
+    def _check_provider(self, conf: GlobalConf, provider: ClientId) -> None:
+        if not self.rt.hosts(conf, provider):
+            raise UnknownMember(f"{provider} is not a client of this security server")
+
+    def _check_consumer(
+        self,
+        peer: x509.Certificate,
+        ocsp_responses: list[bytes],
+        conf: GlobalConf,
+        client: ClientId,
+        now: datetime,
+    ) -> None:
+        if not ocsp_responses:
+            raise SslAuthenticationFailed(
+                "request carries no OCSP response for the TLS cert"
+            )
+        server = check_auth_certificate(
+            peer,
+            ocsp_responses=ocsp_responses,
+            global_conf=conf,
+            instance=client.instance,
+            at=now,
+        )
+        if not conf.is_client_of(server.id, client):
+            raise SslAuthenticationFailed(f"{client} is not a client of {server.id}")
+
+    def _authorize(
+        self,
+        client: ClientId,
+        service_id: ServiceId,
+        kind: str,
+        method: str | None,
+        path: str | None,
+        conf: GlobalConf,
+    ) -> None:
+        service = self.rt.find_service(service_id)
+        if service is None:
+            raise UnknownService(f"Unknown service: {service_id}")
+        if service.kind != kind:
+            raise ServiceType(f"{service_id} is a {service.kind} service, not {kind}")
+        if not self.rt.is_allowed(client, service_id, method, path, conf):
+            raise AccessDenied(f"Request is not allowed: {service_id}")
+        if service.disabled_notice:
+            raise ServiceDisabled(
+                f"Service {service_id} is disabled: {service.disabled_notice}"
+            )
+
+    def _verify_request(
+        self, message: ProxyMessage, client: ClientId, conf: GlobalConf, now: datetime
+    ) -> SignedMessage:
+        if message.signature is None:
+            raise MissingSignature("request is not signed")
+        parts = SignedParts(
+            signature=message.signature,
+            part_digests=dict(transport.part_digests(message)),
+            hash_chain_result=message.hash_chain_result,
+            hash_chain=message.hash_chain,
+        )
+        verify_message_signature(parts, signer=client, global_conf=conf, at=now)
+        return SignedMessage(
+            message.signature, message.hash_chain_result, message.hash_chain
+        )
+
+    def _sign(
+        self, provider: ClientId, digests: list[tuple[str, bytes]], now: datetime
+    ) -> SignedMessage:
+        key, cert = self.rt.signing_key(provider.member)
+        ocsp_response = self.rt.ocsp.get(cert)
+        if ocsp_response is None:
+            raise UnknownMember(
+                f"no fresh OCSP response for the signing cert of {provider}"
+            )
+        return sign_parts(
+            digests,
+            key=key,
+            cert=cert,
+            ocsp_responses=[ocsp_response],
+            signing_time=now,
+        )
+
+    async def _log(
+        self,
+        client: ClientId,
+        service_id: ServiceId,
+        query_id: str,
+        request: web.Request | None,
+        message: bytes,
+        signed: SignedMessage,
+        *,
+        response: bool,
+        attachments: list[bytes] | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        if request_id is None and request is not None:
+            request_id = request.headers.get("x-road-request-id", "")
+        record = LogRecord(
+            query_id=query_id,
+            x_request_id=request_id or "",
+            response=response,
+            filed_under=service_id.provider,
+            client=client,
+            service=service_id,
+            message=message,
+            signature=signed.signature,
+            hash_chain_result=signed.hash_chain_result,
+            hash_chain=signed.hash_chain,
+            attachments=list(attachments or []),
+            rest=request is None,
+        )
+        await self.rt.log_message(record)
+
+
+def _rest_client(part: rest.RestRequestPart) -> ClientId:
+    value = rest.last_header(list(part.headers), rest.HEADER_CLIENT)
+    if value is None:
+        raise InvalidClientIdentifier("REST request part has no X-Road-Client header")
+    return ClientId.parse_slash(value)
+
+
+def _invalid_target(target: object) -> XRoadError:
+    from protocol.errors import InvalidSecurityServer
+
+    return InvalidSecurityServer(f"message is addressed to {target}")
+
+
+def _join_url(base: str, path: str, query: str | None) -> str:
+    if base.endswith("/") and path.startswith("/"):
+        base = base[:-1]
+    url = base + path
+    return f"{url}?{query}" if query else url
+
+
+def _multipart(message: ProxyMessage, headers: dict[str, str]) -> web.Response:
+    boundary = transport.random_boundary(uuid.uuid4().bytes + uuid.uuid4().bytes)
+    body = transport.encode_proxy_message(message, boundary, "xatt" + uuid.uuid4().hex)
+    return web.Response(
+        body=body,
+        headers={
+            "Content-Type": f"multipart/mixed; charset=UTF-8; boundary={boundary}",
+            "x-hash-algorithm": "SHA-512",
+            **headers,
+        },
+    )

@@ -1,0 +1,61 @@
+"""Store: the security server's own settings file (``server.json`` in its data directory)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from protocol.identifiers import ClientId, SecurityServerId
+
+SETTINGS_FILE = "server.json"
+
+
+@dataclass(frozen=True, slots=True)
+class Ports:
+    """Listening ports; X-Road's own numbers are the defaults (DESIGN.md)."""
+
+    client_http: int = 8080
+    server_proxy: int = 5500
+    ocsp: int = 5577
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    instance: str
+    owner_class: str
+    owner_code: str
+    server_code: str
+    bind_host: str = "0.0.0.0"
+    ports: Ports = field(default_factory=Ports)
+    # Limits on what comes from outside.
+    max_body_bytes: int = 50 * 1024 * 1024
+    service_timeout_seconds: float = 60.0
+    peer_timeout_seconds: float = 60.0
+    # Background task periods.
+    conf_refresh_seconds: float = 60.0
+    ocsp_refresh_seconds: float = 1200.0
+    timestamp_interval_seconds: float = 60.0
+
+    @property
+    def owner(self) -> ClientId:
+        return ClientId(self.instance, self.owner_class, self.owner_code)
+
+    @property
+    def server_id(self) -> SecurityServerId:
+        return SecurityServerId(self.owner, self.server_code)
+
+    def with_ports(self, **changes: int) -> ServerSettings:
+        return replace(self, ports=replace(self.ports, **changes))
+
+    def save(self, directory: Path) -> None:
+        path = directory / SETTINGS_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, directory: Path) -> ServerSettings:
+        raw = json.loads((directory / SETTINGS_FILE).read_text())
+        ports = Ports(**raw.pop("ports", {}))
+        return cls(ports=ports, **raw)
