@@ -35,12 +35,12 @@ from protocol.signature import sign_parts
 from protocol.transport import ProxyMessage
 from protocol.trust import SignedParts, verify_message_signature
 
+from .access import log_access, note_exchange
 from .faults import as_xroad_error, rest_error_response, soap_fault_response
 from .messagelog import LogRecord
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
-access_log = logging.getLogger("security_server.access")
 
 SOAP_TYPES = {"text/xml", "application/xop+xml"}
 
@@ -87,13 +87,7 @@ class ClientProxy:
                 )
             else:
                 response = soap_fault_response(err, CLIENT_PROXY)
-        access_log.info(
-            "client-proxy %s %s status=%s duration_ms=%d",
-            request.method,
-            "rest" if is_rest else "soap",
-            response.status,
-            (time.monotonic() - started) * 1000,
-        )
+        log_access("client-proxy", request, response, started)
         return response
 
     # -- SOAP ----------------------------------------------------------------
@@ -120,6 +114,7 @@ class ClientProxy:
         if isinstance(message, soap.SoapFault):
             raise InvalidSoap("a SOAP fault is not a request")
         header = message.header
+        note_exchange(request, header.query_id, header.client, header.service)
         self.rt.check_local_client(conf, header.client)
         target = header.security_server
 
@@ -182,6 +177,7 @@ class ClientProxy:
         info = rest.parse_rest_request(
             request.method, path, query if question else None, decoded
         )
+        note_exchange(request, info.query_id or "-", info.client, info.service)
         self.rt.check_local_client(conf, info.client)
         body = await _read_body(request)
 

@@ -186,14 +186,14 @@ class SecurityServer:
         )
         runtime.peers = PeerClient(
             auth_key=token.auth_key,
-            auth_chain=[token.auth_cert],
+            auth_chain=token.auth_chain,
             timeout_seconds=settings.peer_timeout_seconds,
             plain_session=session,
         )
         self.runtime = runtime
 
         self._trust = tls.TrustSwapper(
-            token.auth_key, [token.auth_cert], conf.ca_certs(settings.instance)
+            token.auth_key, token.auth_chain, conf.ca_certs(settings.instance)
         )
         host, ports = settings.bind_host, settings.ports
         await self._site(ClientProxy(runtime).app(), host, ports.client_http)
@@ -201,7 +201,7 @@ class SecurityServer:
             ServerProxy(runtime, session).app(),
             host,
             ports.server_proxy,
-            ssl_context=self._trust.current,
+            ssl_context=self._trust.context,
         )
         await self._site(ocsp_responder_app(ocsp), host, ports.ocsp)
         for job in (
@@ -234,7 +234,7 @@ class SecurityServer:
                 token = self.runtime.token  # type: ignore[union-attr]
                 self._trust.update(
                     token.auth_key,
-                    [token.auth_cert],
+                    token.auth_chain,
                     conf.ca_certs(self.settings.instance),
                 )
                 seen = conf

@@ -44,12 +44,12 @@ from protocol.transport import ProxyMessage
 from protocol.trust import SignedParts, check_auth_certificate, verify_message_signature
 
 from . import tls
+from .access import log_access, note_exchange
 from .faults import as_xroad_error, soap_fault_response
 from .messagelog import LogRecord
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
-access_log = logging.getLogger("security_server.access")
 
 # Methods whose request entity the provider's service receives (rest-message.md §2).
 ENTITY_METHODS = {"POST", "PUT", "PATCH"}
@@ -77,11 +77,7 @@ class ServerProxy:
             response = await self._handle(request)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a fault
             response = soap_fault_response(as_xroad_error(exc), SERVER_PROXY)
-        access_log.info(
-            "server-proxy status=%s duration_ms=%d",
-            response.status,
-            (time.monotonic() - started) * 1000,
-        )
+        log_access("server-proxy", request, response, started)
         return response
 
     async def _handle(self, request: web.Request) -> web.Response:
@@ -103,7 +99,7 @@ class ServerProxy:
         except XRoadError as err:
             raise ServiceFailed.wrap(err) from err
         if message.rest_request is not None:
-            return await self._rest(message, conf, peer, now)
+            return await self._rest(request, message, conf, peer, now)
         return await self._soap(request, message, conf, peer, now)
 
     # -- SOAP ----------------------------------------------------------------
@@ -126,6 +122,7 @@ class ServerProxy:
             if isinstance(parsed, soap.SoapFault):
                 raise MissingSoap("a SOAP fault is not a request")
             header = parsed.header
+            note_exchange(request, header.query_id, header.client, header.service)
             if (
                 header.security_server
                 and header.security_server != self.rt.settings.server_id
@@ -218,6 +215,7 @@ class ServerProxy:
 
     async def _rest(
         self,
+        request: web.Request,
         message: ProxyMessage,
         conf: GlobalConf,
         peer: x509.Certificate,
@@ -234,6 +232,7 @@ class ServerProxy:
             raise ServiceFailed.wrap(err) from err
         query_id = rest.last_header(list(part.headers), rest.HEADER_ID) or ""
         request_id = rest.last_header(list(part.headers), rest.HEADER_REQUEST_ID) or ""
+        note_exchange(request, query_id, client, service_id)
 
         self._authorize(client, service_id, "REST", part.method, service_path, conf)
         signed_request = self._verify_request(message, client, conf, now)

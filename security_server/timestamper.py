@@ -71,6 +71,8 @@ class Timestamper:
         self.last_success: datetime | None = None
         self.last_error: str | None = None
         self._wake = asyncio.Event()
+        # One round at a time: a record must not be stamped twice.
+        self._round = asyncio.Lock()
 
     def notify(self) -> None:
         """Wake the task: a record was appended."""
@@ -95,6 +97,10 @@ class Timestamper:
 
         :raises LoggingFailed: the store itself failed.
         """
+        async with self._round:
+            return await self._stamp_all()
+
+    async def _stamp_all(self) -> int:
         stamped = 0
         while True:
             records = await self.message_log.unstamped(limit=self.records_limit)
