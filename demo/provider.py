@@ -13,6 +13,7 @@ from aiohttp import web
 from lxml import etree
 
 from protocol.xml import parse_xml
+from protocol.xsd import IDENTIFIERS_XSD, xroad_xsd
 
 NS = "urn:xgate:demo:population-register"
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -31,8 +32,7 @@ WSDL = f"""<?xml version="1.0" encoding="UTF-8"?>
     xmlns:tns="{NS}" targetNamespace="{NS}" name="populationRegister">
   <wsdl:types>
     <xsd:schema elementFormDefault="qualified" targetNamespace="{NS}">
-      <xsd:import namespace="http://x-road.eu/xsd/xroad.xsd"
-          schemaLocation="http://x-road.eu/xsd/xroad.xsd"/>
+      <xsd:import namespace="http://x-road.eu/xsd/xroad.xsd" schemaLocation="xroad.xsd"/>
       <xsd:element name="checkDigitalId">
         <xsd:complexType><xsd:sequence>
           <xsd:element name="personCode" type="xsd:string"/>
@@ -196,10 +196,17 @@ async def openapi(request: web.Request) -> web.Response:
     )
 
 
+async def schema(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    body = xroad_xsd() if name == "xroad.xsd" else IDENTIFIERS_XSD
+    return web.Response(body=body, content_type="text/xml")
+
+
 def provider_app() -> web.Application:
     app = web.Application(client_max_size=1024 * 1024)
     app.router.add_post("/population-register", soap_endpoint)
     app.router.add_get("/population-register.wsdl", wsdl)
+    app.router.add_get("/{name:xroad.xsd|identifiers.xsd}", schema)
     app.router.add_get("/api/v1/persons/{code}/digital-id", rest_digital_id)
     app.router.add_get("/api/openapi.json", openapi)
     return app
