@@ -115,7 +115,7 @@ class ClientProxy:
             raise InvalidSoap("a SOAP fault is not a request")
         header = message.header
         note_exchange(request, header.query_id, header.client, header.service)
-        self.rt.check_local_client(conf, header.client)
+        await self.rt.check_local_client(conf, header.client)
         target = header.security_server
 
         request_id = str(uuid.uuid4())
@@ -178,7 +178,7 @@ class ClientProxy:
             request.method, path, query if question else None, decoded
         )
         note_exchange(request, info.query_id or "-", info.client, info.service)
-        self.rt.check_local_client(conf, info.client)
+        await self.rt.check_local_client(conf, info.client)
         body = await _read_body(request)
 
         request_id = str(uuid.uuid4())

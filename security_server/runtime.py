@@ -6,6 +6,7 @@ logged in and a verified global configuration is at hand.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,11 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 
-from protocol.errors import LoggingFailed, UnknownMember, UnknownService, XRoadError
+from protocol.errors import LoggingFailed, UnknownMember, XRoadError
 from protocol.globalconf import GlobalConf
 from protocol.identifiers import ClientId, GlobalGroupId, ServiceId
 
 from .messagelog import LogRecord, MessageLog
+from .serverconf import ServiceConfig
 from .settings import ServerSettings
 
 if TYPE_CHECKING:
@@ -60,15 +62,15 @@ class Runtime:
         conf.check_valid(now)
         return conf
 
-    def hosts(self, conf: GlobalConf, client: ClientId) -> bool:
+    async def hosts(self, conf: GlobalConf, client: ClientId) -> bool:
         """True when ``client`` is ours locally and registered for us centrally."""
-        server_id = self.settings.server_id
-        return self.serverconf.client_status(client) is not None and conf.is_client_of(
-            server_id, client
-        )
+        if not conf.is_client_of(self.settings.server_id, client):
+            return False
+        status = await asyncio.to_thread(self.serverconf.client_status, client)
+        return status is not None
 
-    def check_local_client(self, conf: GlobalConf, client: ClientId) -> None:
-        if not self.hosts(conf, client):
+    async def check_local_client(self, conf: GlobalConf, client: ClientId) -> None:
+        if not await self.hosts(conf, client):
             raise UnknownMember(
                 f"Client {client} is not registered on this security server"
             )
@@ -87,16 +89,10 @@ class Runtime:
 
     # -- services and access -------------------------------------------------
 
-    def find_service(self, service_id: ServiceId):  # type: ignore[no-untyped-def]
-        return self.serverconf.get_service(service_id)
+    async def find_service(self, service_id: ServiceId) -> ServiceConfig | None:
+        return await asyncio.to_thread(self.serverconf.get_service, service_id)
 
-    def service(self, service_id: ServiceId):  # type: ignore[no-untyped-def]
-        service = self.find_service(service_id)
-        if service is None:
-            raise UnknownService(f"Unknown service: {service_id}")
-        return service
-
-    def is_allowed(
+    async def is_allowed(
         self,
         client: ClientId,
         service_id: ServiceId,
@@ -107,8 +103,13 @@ class Runtime:
         def group_members(group: GlobalGroupId) -> set[ClientId]:
             return set(conf.global_group_members(group.instance, group.group_code))
 
-        return self.serverconf.is_allowed(
-            client, service_id, method=method, path=path, global_groups=group_members
+        return await asyncio.to_thread(
+            self.serverconf.is_allowed,
+            client,
+            service_id,
+            method=method,
+            path=path,
+            global_groups=group_members,
         )
 
     # -- message log ---------------------------------------------------------

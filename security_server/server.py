@@ -9,7 +9,6 @@ timestamping). Both the ``xgate server`` commands and ``xgate demo`` use them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import shutil
@@ -252,9 +251,11 @@ class SecurityServer:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if self._tasks:
+            _, stuck = await asyncio.wait(self._tasks, timeout=5)
+            for task in stuck:
+                log.error("background task did not stop: %s", task.get_coro())
+        self._tasks.clear()
         for runner in reversed(self._runners):
             await runner.cleanup()
         if self.runtime is not None:

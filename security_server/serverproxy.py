@@ -48,6 +48,7 @@ from .access import log_access, note_exchange
 from .faults import as_xroad_error, soap_fault_response
 from .messagelog import LogRecord
 from .runtime import Runtime
+from .serverconf import ServiceConfig
 
 log = logging.getLogger(__name__)
 
@@ -128,12 +129,14 @@ class ServerProxy:
                 and header.security_server != self.rt.settings.server_id
             ):
                 raise _invalid_target(header.security_server)
-            self._check_provider(conf, header.service.provider)
+            await self._check_provider(conf, header.service.provider)
             self._check_consumer(peer, message.ocsp_responses, conf, header.client, now)
         except XRoadError as err:
             raise ServiceFailed.wrap(err) from err
 
-        self._authorize(header.client, header.service, "SOAP", None, None, conf)
+        service = await self._authorize(
+            header.client, header.service, "SOAP", None, None, conf
+        )
         signed_request = self._verify_request(message, header.client, conf, now)
         await self._log(
             header.client,
@@ -146,7 +149,7 @@ class ServerProxy:
         )
 
         answer = await self._call_soap(
-            header.service, raw, message.soap.content_type, soap_action
+            service, raw, message.soap.content_type, soap_action
         )
         try:
             parsed_answer = soap.parse_soap(answer, "text/xml")
@@ -180,12 +183,11 @@ class ServerProxy:
 
     async def _call_soap(
         self,
-        service_id: ServiceId,
+        service: ServiceConfig,
         body: bytes,
         content_type: str,
         soap_action: str | None,
     ) -> bytes:
-        service = self.rt.service(service_id)
         headers = {"Content-Type": content_type, "Accept-Encoding": ""}
         if soap_action is not None:
             headers["SOAPAction"] = soap_action
@@ -226,7 +228,7 @@ class ServerProxy:
             part = rest.parse_request_part(message.rest_request)
             service_id, service_path = rest.parse_rest_path(part.path)
             client = _rest_client(part)
-            self._check_provider(conf, service_id.provider)
+            await self._check_provider(conf, service_id.provider)
             self._check_consumer(peer, message.ocsp_responses, conf, client, now)
         except XRoadError as err:
             raise ServiceFailed.wrap(err) from err
@@ -234,7 +236,9 @@ class ServerProxy:
         request_id = rest.last_header(list(part.headers), rest.HEADER_REQUEST_ID) or ""
         note_exchange(request, query_id, client, service_id)
 
-        self._authorize(client, service_id, "REST", part.method, service_path, conf)
+        service = await self._authorize(
+            client, service_id, "REST", part.method, service_path, conf
+        )
         signed_request = self._verify_request(message, client, conf, now)
         body = message.rest_body
         await self._log(
@@ -250,7 +254,7 @@ class ServerProxy:
         )
 
         status, reason, headers, answer = await self._call_rest(
-            service_id, part, service_path, body
+            service, part, service_path, body
         )
         response_headers = rest.response_headers_for_client(
             headers,
@@ -288,12 +292,11 @@ class ServerProxy:
 
     async def _call_rest(
         self,
-        service_id: ServiceId,
+        service: ServiceConfig,
         part: rest.RestRequestPart,
         service_path: str,
         body: bytes | None,
     ) -> tuple[int, str, list[tuple[str, str]], bytes | None]:
-        service = self.rt.service(service_id)
         url = _join_url(service.url, service_path, part.query)
         data = body if part.method in ENTITY_METHODS else None
         try:
@@ -328,8 +331,8 @@ class ServerProxy:
 
     # -- shared steps --------------------------------------------------------
 
-    def _check_provider(self, conf: GlobalConf, provider: ClientId) -> None:
-        if not self.rt.hosts(conf, provider):
+    async def _check_provider(self, conf: GlobalConf, provider: ClientId) -> None:
+        if not await self.rt.hosts(conf, provider):
             raise UnknownMember(f"{provider} is not a client of this security server")
 
     def _check_consumer(
@@ -354,7 +357,7 @@ class ServerProxy:
         if not conf.is_client_of(server.id, client):
             raise SslAuthenticationFailed(f"{client} is not a client of {server.id}")
 
-    def _authorize(
+    async def _authorize(
         self,
         client: ClientId,
         service_id: ServiceId,
@@ -362,18 +365,19 @@ class ServerProxy:
         method: str | None,
         path: str | None,
         conf: GlobalConf,
-    ) -> None:
-        service = self.rt.find_service(service_id)
+    ) -> ServiceConfig:
+        service = await self.rt.find_service(service_id)
         if service is None:
             raise UnknownService(f"Unknown service: {service_id}")
         if service.kind != kind:
             raise ServiceType(f"{service_id} is a {service.kind} service, not {kind}")
-        if not self.rt.is_allowed(client, service_id, method, path, conf):
+        if not await self.rt.is_allowed(client, service_id, method, path, conf):
             raise AccessDenied(f"Request is not allowed: {service_id}")
         if service.disabled_notice:
             raise ServiceDisabled(
                 f"Service {service_id} is disabled: {service.disabled_notice}"
             )
+        return service
 
     def _verify_request(
         self, message: ProxyMessage, client: ClientId, conf: GlobalConf, now: datetime

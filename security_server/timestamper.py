@@ -15,6 +15,7 @@ TODO(#4): batch timestamps; today each record costs one TSA round trip.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -87,10 +88,12 @@ class Timestamper:
             except Exception as exc:  # a bug or a broken store: keep the task alive
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("timestamper round failed")
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.interval_seconds)
-            except TimeoutError:
-                pass
+            # asyncio.timeout rather than wait_for: on Python 3.11 wait_for can
+            # swallow a cancellation that races with the event, and then this
+            # loop would never end.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.interval_seconds):
+                    await self._wake.wait()
 
     async def stamp_pending(self) -> int:
         """Stamp every unstamped record; return how many were stamped.
