@@ -24,8 +24,10 @@ from protocol.errors import (
     InvalidHttpMethod,
     InvalidRequest,
     InvalidSoap,
+    MissingSoap,
     RemoteFault,
     RequestTooLarge,
+    ServiceFailed,
     SignatureVerificationError,
     UnknownMember,
     XRoadError,
@@ -43,6 +45,7 @@ from .runtime import Runtime
 log = logging.getLogger(__name__)
 
 SOAP_TYPES = {"text/xml", "application/xop+xml"}
+MULTIPART_RELATED = "multipart/related"
 
 # The X-Road release whose transport protocol we speak; providers compare it
 # with a configured minimum, so it must be a valid semantic version.
@@ -103,27 +106,29 @@ class ClientProxy:
         if not content_type:
             raise InvalidRequest("request has no Content-Type")
         mime_type, _ = mime.parse_content_type(content_type)
-        if mime_type not in SOAP_TYPES:
-            # TODO(#3): SOAP with attachments and MTOM (multipart/related).
+        if mime_type not in SOAP_TYPES and mime_type != MULTIPART_RELATED:
             raise InvalidContentType(f"unsupported content type {mime_type!r}")
         soap_action = request.headers.get("SOAPAction")
         soap.check_soap_action(soap_action)
-        raw = await _read_body(request)
+        body = await _read_body(request)
 
-        message = soap.parse_soap(raw, content_type)
+        message, soap_part, attachments = soap.parse_soap_package(body, content_type)
         if isinstance(message, soap.SoapFault):
             raise InvalidSoap("a SOAP fault is not a request")
+        if soap_part is None:
+            soap_part = mime.MimePart((("content-type", content_type),), body)
+        raw = soap_part.body
         header = message.header
         note_exchange(request, header.query_id, header.client, header.service)
         await self.rt.check_local_client(conf, header.client)
         target = header.security_server
 
         request_id = str(uuid.uuid4())
-        signed = self._sign(header.client, [("/message.xml", sha512(raw))], now)
+        signed = self._sign(header.client, _soap_digests(raw, attachments), now)
         proxy_message = ProxyMessage(
             ocsp_responses=self.rt.auth_ocsp_responses(),
-            soap=mime.MimePart(headers=(("content-type", content_type),), body=raw),
-            attachments=[],
+            soap=soap_part,
+            attachments=attachments,
             signature=signed.signature,
             hash_chain_result=signed.hash_chain_result,
             hash_chain=signed.hash_chain,
@@ -140,6 +145,8 @@ class ClientProxy:
             extra,
             target.slash() if target else None,
         )
+        # SOAP attachments are covered by a hash chain and not kept in the
+        # log (message-log.md §2).
         await self._log(outbound, raw, signed, response=False, attachments=[])
 
         reply = await self.rt.peers.send(
@@ -153,16 +160,25 @@ class ClientProxy:
         if reply.fault is not None:
             return _verbatim_fault(reply.fault)
         answer = self._verify_reply(reply, header.service.provider, now)
-        soap_part = answer.soap
-        if soap_part is None:
-            raise InvalidSoap("provider answer has no SOAP part")
-        parsed = soap.parse_soap(soap_part.body, soap_part.content_type)
-        if isinstance(parsed, soap.SoapFault):
-            return _verbatim_fault(soap_part.body)
-        soap.check_response(header, parsed, soap.request_hash(raw))
-        await self._log(outbound, soap_part.body, answer_signed(answer), response=True)
-        return web.Response(
-            body=soap_part.body, headers={"Content-Type": "text/xml; charset=UTF-8"}
+        answer_part = answer.soap
+        if answer_part is None:
+            raise ServiceFailed.wrap(MissingSoap("provider answer has no SOAP part"))
+        try:
+            parsed = soap.parse_soap(answer_part.body, answer_part.content_type or "")
+            if isinstance(parsed, soap.SoapFault):
+                return _verbatim_fault(answer_part.body)
+            soap.check_response(header, parsed, soap.request_hash(raw))
+        except soap.InconsistentResponseHeaders as err:
+            raise ServiceFailed.wrap(err) from err
+        except InconsistentResponse:
+            raise
+        except XRoadError as err:
+            raise ServiceFailed.wrap(err) from err
+        await self._log(
+            outbound, answer_part.body, answer_signed(answer), response=True
+        )
+        return _soap_answer(
+            answer_part, answer.attachments, reply.original_content_type
         )
 
     # -- REST ----------------------------------------------------------------
@@ -361,6 +377,30 @@ async def _read_body(request: web.Request) -> bytes:
         return await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
         raise RequestTooLarge(f"request body exceeds {exc.body!r}") from None
+
+
+def _soap_digests(
+    raw: bytes, attachments: list[mime.MimePart]
+) -> list[tuple[str, bytes]]:
+    """What a SOAP message's signature covers (transport.md §7.1)."""
+    digests = [("/message.xml", sha512(raw))]
+    for index, attachment in enumerate(attachments, start=1):
+        digests.append((f"/attachment{index}", sha512(attachment.body)))
+    return digests
+
+
+def _soap_answer(
+    part: mime.MimePart, attachments: list[mime.MimePart], original_type: str | None
+) -> web.Response:
+    """The answer as the service gave it: plain SOAP, or re-framed multipart."""
+    if original_type:
+        mime_type, params = mime.parse_content_type(original_type)
+        if mime_type == MULTIPART_RELATED and params.get("boundary"):
+            body = mime.build_multipart([part, *attachments], params["boundary"])
+            return web.Response(body=body, headers={"Content-Type": original_type})
+    return web.Response(
+        body=part.body, headers={"Content-Type": "text/xml; charset=UTF-8"}
+    )
 
 
 def _verbatim_fault(raw: bytes) -> web.Response:

@@ -9,6 +9,7 @@ server that hosts the provider.
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import logging
 import random
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ class Reply:
 
     fault: bytes | None
     message: ProxyMessage
+    original_content_type: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +147,7 @@ class PeerClient:
                 payload = await response.read()
                 status = response.status
                 content_type = response.headers.get("Content-Type", "")
+                original_type = response.headers.get("x-original-content-type")
         except XRoadError:
             raise
         except aiohttp.ClientConnectorError as exc:
@@ -157,7 +160,8 @@ class PeerClient:
             if isinstance(cause, XRoadError):
                 raise cause from exc
             raise XRoadIOError(f"error talking to {url}: {exc}") from exc
-        return _decode_reply(status, content_type, payload)
+        reply = _decode_reply(status, content_type, payload)
+        return dataclasses.replace(reply, original_content_type=original_type)
 
     async def _check_peer(self, leaf_der: bytes, chain: list[bytes]) -> None:
         expected = _expected.get()

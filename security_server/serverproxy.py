@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 
 # Methods whose request entity the provider's service receives (rest-message.md §2).
 ENTITY_METHODS = {"POST", "PUT", "PATCH"}
+PLAIN_SOAP = "text/xml; charset=UTF-8"
 
 
 class ServiceDisabled(XRoadError):
@@ -148,19 +149,29 @@ class ServerProxy:
             response=False,
         )
 
-        answer = await self._call_soap(
-            service, raw, message.soap.content_type, soap_action
+        original_type = request.headers.get("x-original-content-type") or (
+            message.soap.content_type or "text/xml; charset=UTF-8"
+        )
+        body, content_type = _service_request(message, original_type)
+        answer_type, answer_body = await self._call_soap(
+            service, body, content_type, soap_action
         )
         try:
-            parsed_answer = soap.parse_soap(answer, "text/xml")
+            parsed, answer_part, attachments = soap.parse_soap_package(
+                answer_body, answer_type
+            )
         except XRoadError as err:
             raise ServiceFailed.wrap(err) from err
-        if isinstance(parsed_answer, soap.SoapFault):
-            return _multipart(ProxyMessage(ocsp_responses=[], fault=answer), {})
-        answer = soap.insert_request_hash(answer, soap.request_hash(raw))
-        signed = self._sign(
-            header.service.provider, [("/message.xml", sha512(answer))], now
-        )
+        if isinstance(parsed, soap.SoapFault):
+            fault = answer_part.body if answer_part is not None else answer_body
+            return _multipart(ProxyMessage(ocsp_responses=[], fault=fault), {})
+        source = answer_part.body if answer_part is not None else answer_body
+        answer = soap.insert_request_hash(source, soap.request_hash(raw))
+        digests = [("/message.xml", sha512(answer))] + [
+            (f"/attachment{index}", sha512(part.body))
+            for index, part in enumerate(attachments, start=1)
+        ]
+        signed = self._sign(header.service.provider, digests, now)
         await self._log(
             header.client,
             header.service,
@@ -170,16 +181,20 @@ class ServerProxy:
             signed,
             response=True,
         )
+        if answer_part is None:
+            answer_part = mime.MimePart((("content-type", PLAIN_SOAP),), answer)
+            answer_type = PLAIN_SOAP
+        else:
+            answer_part = mime.MimePart(answer_part.headers, answer)
         reply = ProxyMessage(
             ocsp_responses=[],
-            soap=mime.MimePart(
-                headers=(("content-type", "text/xml; charset=UTF-8"),), body=answer
-            ),
+            soap=answer_part,
+            attachments=attachments,
             signature=signed.signature,
             hash_chain_result=signed.hash_chain_result,
             hash_chain=signed.hash_chain,
         )
-        return _multipart(reply, {"x-original-content-type": "text/xml; charset=UTF-8"})
+        return _multipart(reply, {"x-original-content-type": answer_type})
 
     async def _call_soap(
         self,
@@ -187,7 +202,7 @@ class ServerProxy:
         body: bytes,
         content_type: str,
         soap_action: str | None,
-    ) -> bytes:
+    ) -> tuple[str, bytes]:
         headers = {"Content-Type": content_type, "Accept-Encoding": ""}
         if soap_action is not None:
             headers["SOAPAction"] = soap_action
@@ -201,9 +216,10 @@ class ServerProxy:
                 payload = await response.read()
                 if response.status not in (200, 500):
                     raise HttpError(f"service answered HTTP {response.status}")
-                if not response.headers.get("Content-Type"):
+                answer_type = response.headers.get("Content-Type")
+                if not answer_type:
                     raise InvalidContentType("service answer has no Content-Type")
-                return payload
+                return answer_type, payload
         except XRoadError as err:
             raise ServiceFailed.wrap(err) from err
         except TimeoutError as exc:
@@ -455,6 +471,20 @@ def _invalid_target(target: object) -> XRoadError:
     from protocol.errors import InvalidSecurityServer
 
     return InvalidSecurityServer(f"message is addressed to {target}")
+
+
+def _service_request(message: ProxyMessage, original_type: str) -> tuple[bytes, str]:
+    """The body and type the service receives (soap-message.md §7, §8).
+
+    A request that came as ``multipart/related`` is re-framed with its
+    original boundary; a plain one goes as the SOAP bytes received.
+    """
+    assert message.soap is not None
+    mime_type, params = mime.parse_content_type(original_type)
+    if mime_type == "multipart/related" and params.get("boundary"):
+        parts = [message.soap, *message.attachments]
+        return mime.build_multipart(parts, params["boundary"]), original_type
+    return message.soap.body, message.soap.content_type or PLAIN_SOAP
 
 
 def _join_url(base: str, path: str, query: str | None) -> str:
