@@ -2,7 +2,8 @@
 
 Commands only parse options, call one function of a role package, and print.
 Identifiers are written without the instance (``GOV/1001/REGISTRY``); the
-instance comes from the data directory.
+instance comes from the data directory. The ``serve`` commands stop cleanly
+on SIGINT or SIGTERM.
 """
 
 from __future__ import annotations
@@ -12,18 +13,23 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import click
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from protocol.errors import XRoadError
-from protocol.identifiers import ClientId, SecurityServerId, ServiceId
+from protocol.identifiers import ClientId, SecurityServerId, ServiceId, check_strict
+
+if TYPE_CHECKING:
+    from security_server.settings import ServerSettings
 
 PIN_ENV = "XGATE_PIN"
 
@@ -32,36 +38,82 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def _verbose() -> bool:
+    ctx = click.get_current_context(silent=True)
+    obj = ctx.find_root().obj if ctx is not None else None
+    return bool(obj and obj.get("verbose"))
+
+
 @contextlib.contextmanager
-def coded_errors(verbose: bool = False) -> Iterator[None]:
-    """Turn coded errors into one clean line: ``[code] message``."""
+def coded_errors() -> Iterator[None]:
+    """Turn coded errors into one clean line: ``[code] message``.
+
+    OS errors (a port in use, an unreadable file) become one line too; the
+    traceback shows only with ``--verbose``.
+    """
     try:
         yield
     except XRoadError as err:
-        if verbose:
+        if _verbose():
             logging.getLogger("cli").exception("command failed")
         raise click.ClickException(f"[{err.full_code}] {err.message}") from err
+    except OSError as err:
+        if _verbose():
+            logging.getLogger("cli").exception("command failed")
+        raise click.ClickException(str(err)) from err
+
+
+def _parts(text: str, sizes: tuple[int, ...], form: str) -> list[str]:
+    """Split a slash-separated identifier and check each component.
+
+    Components must use the strict character set (identifiers.md §6), the
+    one the registry enforces when identifiers are created.
+    """
+    parts = text.split("/")
+    if len(parts) not in sizes or not all(parts):
+        raise click.BadParameter(f"expected {form}, got {text!r}")
+    for part in parts:
+        try:
+            check_strict(part, "component")
+        except XRoadError as err:
+            raise click.BadParameter(f"{err.message} in {text!r}") from err
+    return parts
 
 
 def _member(instance: str, text: str) -> ClientId:
-    parts = text.split("/")
-    if len(parts) != 2:
-        raise click.BadParameter(f"expected CLASS/CODE, got {text!r}")
-    return ClientId(instance, *parts)
+    return ClientId(instance, *_parts(text, (2,), "CLASS/CODE"))
 
 
 def _client(instance: str, text: str) -> ClientId:
-    parts = text.split("/")
-    if len(parts) not in (2, 3):
-        raise click.BadParameter(f"expected CLASS/CODE[/SUBSYSTEM], got {text!r}")
-    return ClientId(instance, *parts)
+    return ClientId(instance, *_parts(text, (2, 3), "CLASS/CODE[/SUBSYSTEM]"))
+
+
+def _subsystem(instance: str, text: str) -> ClientId:
+    return ClientId(instance, *_parts(text, (3,), "CLASS/CODE/SUBSYSTEM"))
 
 
 def _server(instance: str, text: str) -> SecurityServerId:
-    parts = text.split("/")
-    if len(parts) != 3:
-        raise click.BadParameter(f"expected CLASS/CODE/SERVERCODE, got {text!r}")
-    return SecurityServerId(ClientId(instance, parts[0], parts[1]), parts[2])
+    member_class, member_code, server_code = _parts(text, (3,), "CLASS/CODE/SERVERCODE")
+    return SecurityServerId(ClientId(instance, member_class, member_code), server_code)
+
+
+def _serve(serving: Coroutine[Any, Any, None]) -> None:
+    """Run a serve-forever coroutine until SIGINT or SIGTERM.
+
+    The signal cancels the coroutine so its ``finally`` blocks close the
+    listeners and stores: a service manager's stop is a clean exit.
+    """
+
+    async def run() -> None:
+        task = asyncio.ensure_future(serving)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    with coded_errors():
+        asyncio.run(run())
 
 
 @click.group()
@@ -145,10 +197,7 @@ def central_serve(directory: Path, host: str, generation_interval: float) -> Non
     """Serve the global configuration and OCSP until interrupted."""
     from central_server.service import serve_central
 
-    with coded_errors(), contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(
-            serve_central(directory, host, generation_interval=generation_interval)
-        )
+    _serve(serve_central(directory, host, generation_interval=generation_interval))
 
 
 @central.command("member-add")
@@ -158,7 +207,9 @@ def central_serve(directory: Path, host: str, generation_interval: float) -> Non
 def central_member_add(directory: Path, member: str, name: str) -> None:
     """Register a member CLASS/CODE."""
     with coded_errors(), _registry(directory) as registry:
-        registry.add_member(_member(registry.instance, member), name)
+        member_id = _member(registry.instance, member)
+        registry.add_member(member_id, name)
+    click.echo(f"member {member_id} registered")
 
 
 @central.command("subsystem-add")
@@ -167,10 +218,9 @@ def central_member_add(directory: Path, member: str, name: str) -> None:
 def central_subsystem_add(directory: Path, subsystem: str) -> None:
     """Register a subsystem CLASS/CODE/SUBSYSTEM."""
     with coded_errors(), _registry(directory) as registry:
-        client = _client(registry.instance, subsystem)
-        if client.subsystem_code is None:
-            raise click.BadParameter("expected CLASS/CODE/SUBSYSTEM")
-        registry.add_subsystem(client)
+        subsystem_id = _subsystem(registry.instance, subsystem)
+        registry.add_subsystem(subsystem_id)
+    click.echo(f"subsystem {subsystem_id} registered")
 
 
 @central.command("server-add")
@@ -180,7 +230,9 @@ def central_subsystem_add(directory: Path, subsystem: str) -> None:
 def central_server_add(directory: Path, server: str, address: str) -> None:
     """Register a security server CLASS/CODE/SERVERCODE."""
     with coded_errors(), _registry(directory) as registry:
-        registry.add_security_server(_server(registry.instance, server), address)
+        security_server_id = _server(registry.instance, server)
+        registry.add_security_server(security_server_id, address)
+    click.echo(f"security server {security_server_id} registered at {address}")
 
 
 @central.command("auth-cert-add")
@@ -189,12 +241,16 @@ def central_server_add(directory: Path, server: str, address: str) -> None:
 @click.argument("cert_file", type=click.Path(exists=True, path_type=Path))
 def central_auth_cert_add(directory: Path, server: str, cert_file: Path) -> None:
     """Register a security server's authentication certificate."""
-    cert = _load_cert(cert_file.read_bytes())
     with coded_errors(), _registry(directory) as registry:
+        cert = _load_cert(cert_file.read_bytes())
+        security_server_id = _server(registry.instance, server)
         registry.add_auth_cert(
-            _server(registry.instance, server),
-            cert.public_bytes(serialization.Encoding.DER),
+            security_server_id, cert.public_bytes(serialization.Encoding.DER)
         )
+    click.echo(
+        f"authentication certificate serial {cert.serial_number:x}"
+        f" registered for {security_server_id}"
+    )
 
 
 @central.command("client-register")
@@ -204,9 +260,10 @@ def central_auth_cert_add(directory: Path, server: str, cert_file: Path) -> None
 def central_client_register(directory: Path, server: str, client: str) -> None:
     """Register CLIENT (CLASS/CODE[/SUB]) as a client of SERVER."""
     with coded_errors(), _registry(directory) as registry:
-        registry.register_client(
-            _server(registry.instance, server), _client(registry.instance, client)
-        )
+        security_server_id = _server(registry.instance, server)
+        client_id = _client(registry.instance, client)
+        registry.register_client(security_server_id, client_id)
+    click.echo(f"client {client_id} registered on {security_server_id}")
 
 
 @central.command("tsa-add")
@@ -218,26 +275,38 @@ def central_client_register(directory: Path, server: str, client: str) -> None:
 )
 def central_tsa_add(directory: Path, name: str, url: str, cert_file: Path) -> None:
     """Approve a timestamping authority."""
-    cert = _load_cert(cert_file.read_bytes())
     with coded_errors(), _registry(directory) as registry:
+        cert = _load_cert(cert_file.read_bytes())
         registry.add_approved_tsa(
             name, url, cert.public_bytes(serialization.Encoding.DER)
         )
+    click.echo(f"timestamping authority {name!r} approved at {url}")
 
 
 @central.command("cert-issue")
 @dir_option
 @click.argument("csr_file", type=click.Path(exists=True, path_type=Path))
 @click.option("--kind", type=click.Choice(["auth", "sign"]), required=True)
-@click.option("--member", default=None, help="For sign certs: the member CLASS/CODE.")
+@click.option(
+    "--member",
+    default=None,
+    help="Member CLASS/CODE the CSR must name; required for sign certs.",
+)
 @click.option("--out", type=click.Path(path_type=Path), required=True)
 def central_cert_issue(
-    directory: Path, csr_file: Path, kind: str, member: str | None, out: Path
+    directory: Path,
+    csr_file: Path,
+    kind: Literal["auth", "sign"],
+    member: str | None,
+    out: Path,
 ) -> None:
     """Issue a certificate from a security server's CSR."""
     from central_server.ca import CertificateAuthority
     from central_server.service import CA_DIR, read_config
 
+    # The authority vouches for who signs: a sign CSR's member is checked.
+    if kind == "sign" and member is None:
+        raise click.UsageError("--member is required for sign certificates")
     with coded_errors():
         instance = read_config(directory)["instance"]
         expected = _member(instance, member) if member else None
@@ -296,13 +365,13 @@ def tsa_serve(directory: Path, host: str, port: int) -> None:
 
     async def run() -> None:
         runner = await serve_tsa(directory, host, port)
+        click.echo(f"TSA serving on http://{host}:{port}/")
         try:
             await asyncio.Event().wait()
         finally:
             await runner.cleanup()
 
-    with coded_errors(), contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run())
+    _serve(run())
 
 
 # -- security server ---------------------------------------------------------------
@@ -315,18 +384,26 @@ def server() -> None:
 
 def _pin(pin: str | None) -> str:
     value = pin or os.environ.get(PIN_ENV)
-    if not value:
-        value = click.prompt("Token PIN", hide_input=True)
-    return value
+    if value:
+        return value
+    # A background process would otherwise block on (or echo) the prompt.
+    if not sys.stdin.isatty():
+        raise click.UsageError(f"no token PIN: pass --pin or set ${PIN_ENV}")
+    return str(click.prompt("Token PIN", hide_input=True))
 
 
 pin_option = click.option("--pin", default=None, help=f"Token PIN (or ${PIN_ENV}).")
 
 
-def _settings(directory: Path):  # type: ignore[no-untyped-def]
-    from security_server.settings import ServerSettings
+def _settings(directory: Path) -> ServerSettings:
+    from security_server.settings import SETTINGS_FILE, ServerSettings
 
-    return ServerSettings.load(directory)
+    if not (directory / SETTINGS_FILE).is_file():
+        raise click.ClickException(
+            f"{directory} is not a security server; run 'xgate server init' first"
+        )
+    with coded_errors():
+        return ServerSettings.load(directory)
 
 
 def _serverconf(directory: Path):  # type: ignore[no-untyped-def]
@@ -356,7 +433,11 @@ def server_init(
     ocsp_port: int,
     pin: str | None,
 ) -> None:
-    """Create a security server from a configuration anchor; write its CSRs."""
+    """Create a security server from a configuration anchor; write its CSRs.
+
+    The central server must be serving: the global configuration the anchor
+    points to is downloaded and verified first.
+    """
     from protocol.anchor import parse_anchor
     from security_server.server import init_server
     from security_server.settings import Ports
@@ -405,8 +486,10 @@ def server_cert_import(directory: Path, cert_file: Path, pin: str | None) -> Non
 def server_client_add(directory: Path, client: str) -> None:
     """Add a local client CLASS/CODE[/SUBSYSTEM]."""
     settings = _settings(directory)
+    client_id = _client(settings.instance, client)
     with coded_errors(), _serverconf(directory) as serverconf:
-        serverconf.add_client(_client(settings.instance, client))
+        serverconf.add_client(client_id)
+    click.echo(f"client {client_id} added")
 
 
 @server.command("service-add")
@@ -421,6 +504,9 @@ def server_client_add(directory: Path, client: str) -> None:
     "--url", required=True, help="Address of the service in the provider's network."
 )
 @click.option("--timeout", default=60, show_default=True)
+@click.option(
+    "--description-url", default=None, help="Where the WSDL or OpenAPI document is."
+)
 def server_service_add(
     directory: Path,
     provider: str,
@@ -429,14 +515,22 @@ def server_service_add(
     kind: str,
     url: str,
     timeout: int,
+    description_url: str | None,
 ) -> None:
     """Add a service of a local client."""
     settings = _settings(directory)
-    service = ServiceId(
+    service_id = ServiceId(
         _client(settings.instance, provider), service_code, service_version
     )
     with coded_errors(), _serverconf(directory) as serverconf:
-        serverconf.add_service(service, kind=kind, url=url, timeout=timeout)
+        serverconf.add_service(
+            service_id,
+            kind=kind,
+            url=url,
+            timeout=timeout,
+            description_url=description_url,
+        )
+    click.echo(f"{kind} service {service_id} added")
 
 
 @server.command("acl-add")
@@ -458,11 +552,11 @@ def server_acl_add(
 ) -> None:
     """Grant a client access to a service (REST: per method and path glob)."""
     settings = _settings(directory)
-    service = ServiceId(_client(settings.instance, provider), service_code)
+    service_id = ServiceId(_client(settings.instance, provider), service_code)
+    subject_id = _client(settings.instance, subject)
     with coded_errors(), _serverconf(directory) as serverconf:
-        serverconf.grant(
-            service, _client(settings.instance, subject), method=method, path=path
-        )
+        serverconf.grant(service_id, subject_id, method=method, path=path)
+    click.echo(f"{subject_id} may call {service_id} ({method} {path})")
 
 
 @server.command("serve")
@@ -481,8 +575,7 @@ def server_serve(directory: Path, pin: str | None) -> None:
         finally:
             await node.stop()
 
-    with coded_errors(), contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run(_pin(pin)))
+    _serve(run(_pin(pin)))
 
 
 # -- demo ----------------------------------------------------------------------------
@@ -538,3 +631,7 @@ def _load_cert(data: bytes) -> x509.Certificate:
     from protocol.pki import load_certificate
 
     return load_certificate(data)
+
+
+if __name__ == "__main__":
+    main()
