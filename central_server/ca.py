@@ -266,7 +266,13 @@ class CertificateAuthority:
         now: datetime,
         expected_member: ClientId | SecurityServerId | None = None,
     ) -> x509.Certificate:
-        """Issue an auth or sign certificate for a DER or PEM CSR and record it."""
+        """Issue an auth or sign certificate for a DER or PEM CSR and record it.
+
+        A signing certificate names a member, so the member it is meant for
+        must be given and must match the CSR's subject.
+        """
+        if kind == "sign" and expected_member is None:
+            raise pki.InvalidCsr("a signing certificate needs the member it is issued for")
         cert = pki.issue_certificate(
             csr,
             kind,

@@ -335,6 +335,20 @@ def central_anchor_export(directory: Path, out: Path) -> None:
     click.echo(f"anchor written to {out}")
 
 
+@central.command("publish")
+@dir_option
+def central_publish(directory: Path) -> None:
+    """Publish the global configuration now, without waiting for the next round."""
+    from central_server.publisher import ConfSigningKeys, generate
+    from central_server.service import CONF_DIR
+
+    with coded_errors(), _registry(directory) as registry:
+        path = generate(
+            registry, ConfSigningKeys.open(directory), directory / CONF_DIR, now()
+        )
+    click.echo(f"global configuration published: {path}")
+
+
 # -- timestamping authority --------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from protocol.errors import XRoadError
 from protocol.identifiers import ClientId, SecurityServerId
 
 SETTINGS_FILE = "server.json"
@@ -56,6 +57,20 @@ class ServerSettings:
 
     @classmethod
     def load(cls, directory: Path) -> ServerSettings:
-        raw = json.loads((directory / SETTINGS_FILE).read_text())
-        ports = Ports(**raw.pop("ports", {}))
-        return cls(ports=ports, **raw)
+        """Read the settings file.
+
+        :raises ServerNotInitialized: there is no readable settings file.
+        """
+        try:
+            raw = json.loads((directory / SETTINGS_FILE).read_text())
+            ports = Ports(**raw.pop("ports", {}))
+            return cls(ports=ports, **raw)
+        except (OSError, ValueError, TypeError) as exc:
+            raise ServerNotInitialized(
+                f"{directory} holds no security server settings ({SETTINGS_FILE}):"
+                " run 'xgate server init' first"
+            ) from exc
+
+
+class ServerNotInitialized(XRoadError):
+    code = "ServerNotInitialized"

@@ -253,6 +253,10 @@ async def serve_tsa(
     app.on_cleanup.append(close_tsa)
     runner = web.AppRunner(app)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
     log.info("tsa listening host=%s port=%d", host, port)
     return runner

@@ -101,8 +101,13 @@ def test_issue_refuses_wrong_member(ca: CertificateAuthority) -> None:
         )
 
 
+def test_issue_refuses_sign_cert_without_member(ca: CertificateAuthority) -> None:
+    with pytest.raises(pki.InvalidCsr):
+        ca.issue(_csr(pki.sign_subject(MEMBER)), "sign", T0)
+
+
 def test_ocsp_good_revoked_unknown(ca: CertificateAuthority) -> None:
-    cert = ca.issue(_csr(pki.sign_subject(MEMBER)), "sign", T0)
+    cert = ca.issue(_csr(pki.sign_subject(MEMBER)), "sign", T0, expected_member=MEMBER)
     later = T0 + timedelta(hours=1)
     verdict = _status_of(ca, cert, later)
     assert verdict.status is ocsp.OCSPCertStatus.GOOD
@@ -155,7 +160,7 @@ async def client(ca: CertificateAuthority):
 
 @pytest.mark.asyncio
 async def test_http_post_and_get(client: TestClient, ca: CertificateAuthority) -> None:
-    cert = ca.issue(_csr(pki.sign_subject(MEMBER)), "sign", T0)
+    cert = ca.issue(_csr(pki.sign_subject(MEMBER)), "sign", T0, expected_member=MEMBER)
     request = ocsp.build_ocsp_request(cert, ca.ca_cert)
 
     reply = await client.post(

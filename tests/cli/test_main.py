@@ -152,3 +152,30 @@ def test_port_in_use_is_one_line(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert result.output.startswith("Error: ")
     assert "Traceback" not in result.output
+
+
+def test_central_publish_writes_a_signed_directory(central_dir: Path) -> None:
+    from central_server.publisher import ConfSigningKeys
+    from protocol.confdir import parse_signed_directory
+
+    result = xgate("central", "publish", "--dir", str(central_dir))
+
+    assert result.exit_code == 0, result.output
+    published = Path(result.output.strip().rsplit(" ", 1)[1])
+    keys = ConfSigningKeys.open(central_dir)
+    directory = parse_signed_directory(
+        published.read_bytes(), list(keys.verification_certs())
+    )
+    assert {part.content_identifier for part in directory.parts} == {
+        "PRIVATE-PARAMETERS",
+        "SHARED-PARAMETERS",
+    }
+
+
+def test_server_command_on_uninitialised_directory_is_a_coded_error(
+    tmp_path: Path,
+) -> None:
+    result = xgate("server", "client-add", "--dir", str(tmp_path), "GOV/1001/X")
+
+    assert result.exit_code != 0
+    assert "xgate server init" in result.output
