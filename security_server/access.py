@@ -15,7 +15,12 @@ from protocol.identifiers import ClientId, ServiceId
 
 access_log = logging.getLogger("security_server.access")
 
-_KEY = "xgate_exchange"
+# aiohttp 3.12+ has typed request keys; older releases take a plain string.
+_KEY = (
+    web.RequestKey("xgate_exchange", tuple)  # type: ignore[attr-defined]
+    if hasattr(web, "RequestKey")
+    else "xgate_exchange"
+)
 
 
 def note_exchange(
