@@ -14,7 +14,6 @@ import base64
 import binascii
 import json
 import logging
-import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from localio.files import write_private
 from protocol import ocsp, pki
 from protocol.errors import DatabaseError, InvalidRequest, XRoadError
 from protocol.identifiers import ClientId, SecurityServerId
@@ -65,13 +65,6 @@ class IssuedCertificate:
     revoked_at: datetime | None
     reason: str | None
     der: bytes
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.chmod(path, 0o600)
 
 
 def _key_pem(key: object, passphrase: bytes | None) -> bytes:
@@ -147,8 +140,8 @@ class CertificateAuthority:
             ca_key, ca_cert, ocsp_key, now, min(days, OCSP_SIGNER_DAYS)
         )
 
-        _write_private(path / CA_KEY, _key_pem(ca_key, passphrase))
-        _write_private(path / OCSP_KEY, _key_pem(ocsp_key, passphrase))
+        write_private(path / CA_KEY, _key_pem(ca_key, passphrase))
+        write_private(path / OCSP_KEY, _key_pem(ocsp_key, passphrase))
         (path / CA_CERT).write_bytes(_cert_pem(ca_cert))
         (path / OCSP_CERT).write_bytes(_cert_pem(ocsp_cert))
         settings = {"instance": instance, "ocsp_url": ocsp_url, "cert_days": cert_days}
@@ -272,7 +265,9 @@ class CertificateAuthority:
         must be given and must match the CSR's subject.
         """
         if kind == "sign" and expected_member is None:
-            raise pki.InvalidCsr("a signing certificate needs the member it is issued for")
+            raise pki.InvalidCsr(
+                "a signing certificate needs the member it is issued for"
+            )
         cert = pki.issue_certificate(
             csr,
             kind,

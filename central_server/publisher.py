@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+from localio.files import write_atomic, write_private
 from protocol.anchor import AnchorSource, ConfigurationAnchor, build_anchor
 from protocol.confdir import ConfFile, build_signed_directory
 from protocol.errors import XRoadError
@@ -95,11 +96,11 @@ class ConfSigningKeys:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        _write_private(path / f"{key_id}.key.pem", key_pem)
+        write_private(path / f"{key_id}.key.pem", key_pem, exclusive=True)
         cert_pem = cert.public_bytes(serialization.Encoding.PEM)
         (path / f"{key_id}.cert.pem").write_bytes(cert_pem)
         index = {"keys": [key_id], "active": key_id}
-        _write_atomic(path / "keys.json", json.dumps(index).encode())
+        write_atomic(path / "keys.json", json.dumps(index).encode())
         return cls(path, (ConfSigningKey(key_id, key, cert),), key_id)
 
     @classmethod
@@ -175,21 +176,6 @@ def _load_key(path: Path, key_id: str) -> ConfSigningKey:
 
 
 # -- files --------------------------------------------------------------------
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def stamp_of(now: dt.datetime) -> str:
@@ -297,7 +283,7 @@ def generate(
         boundaries=_boundaries(rand),
     )
     target = version_dir / "internalconf"
-    _write_atomic(target, signed)
+    write_atomic(target, signed)
     _remove_old(version_dir, stamp, now)
     return target
 

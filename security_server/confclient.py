@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,6 +25,8 @@ from urllib.parse import quote, urljoin, urlsplit
 import aiohttp
 from cryptography import x509
 
+from localio.clock import utc_now
+from localio.files import write_atomic
 from protocol.anchor import ConfigurationAnchor, parse_anchor, parse_time
 from protocol.confdir import (
     PRIVATE_PARAMETERS,
@@ -78,10 +79,6 @@ class ConfHttpError(HttpError):
     def __init__(self, message: str, *, status: int) -> None:
         super().__init__(message)
         self.status = status
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +140,7 @@ class ConfClient:
         anchor = parse_anchor(await asyncio.to_thread(self.anchor_path.read_bytes))
         instance = anchor.instance
         await asyncio.to_thread(
-            _write_atomic, self.conf_dir / INSTANCE_FILE, instance.encode()
+            write_atomic, self.conf_dir / INSTANCE_FILE, instance.encode()
         )
 
         if self._session is not None:
@@ -327,7 +324,7 @@ class ConfClient:
         for item in fetched:
             folder = self.conf_dir / _instance_dir(item.instance)
             folder.mkdir(parents=True, exist_ok=True)
-            _write_atomic(folder / item.file_name, item.data)
+            write_atomic(folder / item.file_name, item.data)
             metadata = {
                 "contentIdentifier": item.part.content_identifier,
                 "instanceIdentifier": item.instance,
@@ -340,7 +337,7 @@ class ConfClient:
             }
             clean = {k: v for k, v in metadata.items() if v is not None}
             meta_name = item.file_name + METADATA_SUFFIX
-            _write_atomic(folder / meta_name, json.dumps(clean).encode())
+            write_atomic(folder / meta_name, json.dumps(clean).encode())
             kept.setdefault(folder, set()).update({item.file_name, meta_name})
         for folder, names in kept.items():  # §8 step 7: drop files no longer listed
             for path in folder.iterdir():
@@ -390,16 +387,6 @@ def _read_if_exists(path: Path) -> bytes | None:
         return path.read_bytes()
     except FileNotFoundError:
         return None
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def _stored_rotation_certs(conf_dir: Path, instance: str) -> list[x509.Certificate]:

@@ -14,12 +14,13 @@ import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 
+from localio.clock import utc_now
 from protocol.anchor import parse_anchor
 from protocol.errors import OutdatedGlobalConf, XRoadError
 from protocol.globalconf import GlobalConf
@@ -41,10 +42,6 @@ from .token import SoftToken
 log = logging.getLogger(__name__)
 
 ANCHOR_FILE = "anchor.xml"
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
+from localio.files import write_atomic, write_private
 from protocol import pki
 from protocol.digests import b64, unb64
 from protocol.errors import XRoadError
@@ -82,22 +83,6 @@ def _key_id(key: PrivateKeyTypes | x509.Certificate) -> str:
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return hashlib.sha256(spki).hexdigest()[:40]
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-
-
-def _write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 class SoftToken:
@@ -183,7 +168,7 @@ class SoftToken:
         )
         with self._lock:
             meta = self._meta()
-            _write_private(self.dir / f"{key_id}.key.pem", pem)
+            write_private(self.dir / f"{key_id}.key.pem", pem, exclusive=True)
             meta["keys"].append({"id": key_id, "usage": usage, "owner": owner})
             self._save(meta)
             self._keys[key_id] = key
@@ -218,7 +203,7 @@ class SoftToken:
                 c.public_bytes(serialization.Encoding.PEM)
                 for c in [cert, *intermediates]
             )
-            _write_atomic(self.dir / f"{key_id}.cert.pem", pem, 0o644)
+            write_atomic(self.dir / f"{key_id}.cert.pem", pem)
             # The latest import wins when several keys serve the same owner.
             meta["keys"].remove(entry)
             meta["keys"].append(entry)
@@ -335,4 +320,4 @@ class SoftToken:
 
     def _save(self, meta: dict[str, Any]) -> None:
         data = json.dumps(meta, indent=1, sort_keys=True).encode("utf-8")
-        _write_atomic(self.dir / META_FILE, data)
+        write_atomic(self.dir / META_FILE, data, mode=0o600)

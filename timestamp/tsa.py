@@ -14,7 +14,7 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import sqlite_utils
@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from localio.clock import utc_now
 from protocol.errors import InternalError
 from protocol.timestamp import build_timestamp_response
 
@@ -43,10 +44,6 @@ class TSAStoreError(InternalError):
     """The TSA directory is missing, incomplete or unreadable."""
 
     code = "InternalError"
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class TimestampAuthority:
