@@ -210,6 +210,11 @@ def _as_utf8(text: bytes, charset: str) -> bytes:
         decoded = text.decode(codec)
     except UnicodeDecodeError as exc:
         raise InvalidSoap(f"message is not valid {charset}") from exc
+    except (LookupError, UnicodeError, TypeError, ValueError) as exc:
+        # Codecs such as rot13, base64 or punycode are not text encodings.
+        raise InvalidContentType(f"unsupported charset {charset!r}") from exc
+    if not isinstance(decoded, str):
+        raise InvalidContentType(f"unsupported charset {charset!r}")
     return _ENCODING_DECL.sub(rb"\1", decoded.encode("utf-8"), count=1)
 
 
