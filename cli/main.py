@@ -547,6 +547,63 @@ def server_service_add(
     click.echo(f"{kind} service {service_id} added")
 
 
+@server.command("service-add-wsdl")
+@dir_option
+@click.option(
+    "--provider", required=True, help="CLASS/CODE/SUBSYSTEM offering the services."
+)
+@click.option("--wsdl", "source", required=True, help="URL or file of the WSDL.")
+@click.option(
+    "--url",
+    "service_url",
+    default=None,
+    help="Service address (default: soap:address).",
+)
+def server_service_add_wsdl(
+    directory: Path, provider: str, source: str, service_url: str | None
+) -> None:
+    """Add one SOAP service per operation of a WSDL (all or none)."""
+    from security_server.descriptions import add_wsdl_services
+
+    settings = _settings(directory)
+    provider_id = _client(settings.instance, provider)
+    with coded_errors(), _serverconf(directory) as serverconf:
+        configs = asyncio.run(
+            add_wsdl_services(serverconf, provider_id, source, service_url=service_url)
+        )
+    for config in configs:
+        click.echo(f"SOAP service {config.service_id} added, url {config.url}")
+
+
+@server.command("service-add-openapi")
+@dir_option
+@click.option(
+    "--provider", required=True, help="CLASS/CODE/SUBSYSTEM offering the service."
+)
+@click.option("--code", "service_code", required=True)
+@click.option(
+    "--openapi", "source", required=True, help="URL or file of the OpenAPI 3 document."
+)
+@click.option("--url", "service_url", required=True, help="Base address of the API.")
+def server_service_add_openapi(
+    directory: Path, provider: str, service_code: str, source: str, service_url: str
+) -> None:
+    """Add a REST service and its endpoints from an OpenAPI 3.0/3.1 document."""
+    from security_server.descriptions import add_openapi_service
+
+    settings = _settings(directory)
+    provider_id = _client(settings.instance, provider)
+    with coded_errors(), _serverconf(directory) as serverconf:
+        config, endpoints = asyncio.run(
+            add_openapi_service(
+                serverconf, provider_id, service_code, source, service_url
+            )
+        )
+    click.echo(f"REST service {config.service_id} added, url {config.url}")
+    for endpoint in endpoints:
+        click.echo(f"  endpoint {endpoint.method} {endpoint.path}")
+
+
 @server.command("acl-add")
 @dir_option
 @click.option("--provider", required=True)
