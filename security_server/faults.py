@@ -14,6 +14,7 @@ from aiohttp import web
 from protocol import rest, soap
 from protocol.errors import (
     CLIENT,
+    SERVER_PROXY,
     ClientRequestError,
     InternalError,
     RemoteFault,
@@ -24,10 +25,15 @@ log = logging.getLogger(__name__)
 
 
 def fault_code(err: XRoadError, server_prefix: str) -> str:
-    """Full fault code: ``Client.`` for bad input, the side's prefix otherwise."""
+    """Full fault code: the side's prefix, or ``Client.`` for an IS's bad input.
+
+    Only the client proxy talks to information systems; whatever the server
+    proxy refuses came from another security server and keeps its prefix.
+    """
     if isinstance(err, RemoteFault):
         return err.remote_code
-    prefix = CLIENT if isinstance(err, ClientRequestError) else server_prefix
+    from_client = isinstance(err, ClientRequestError) and server_prefix != SERVER_PROXY
+    prefix = CLIENT if from_client else server_prefix
     return err.fault_code(prefix)
 
 

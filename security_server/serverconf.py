@@ -26,6 +26,7 @@ from protocol.identifiers import (
     LocalGroupId,
     SecurityServerId,
     ServiceId,
+    check_strict,
     encode_component,
     split_encoded,
 )
@@ -37,6 +38,21 @@ _MAX_DECODE_ROUNDS = 8
 
 Subject = ClientId | GlobalGroupId | LocalGroupId
 GlobalGroups = Callable[[GlobalGroupId], set[ClientId]]
+
+
+# metaservices.md §1: a provider may not define services with these codes.
+RESERVED_SERVICE_CODES = frozenset(
+    {
+        "listClients",
+        "listMethods",
+        "allowedMethods",
+        "getWsdl",
+        "getOpenAPI",
+        "getSecurityServerMetrics",
+        "getSecurityServerOperationalData",
+        "getSecurityServerHealthData",
+    }
+)
 
 
 class ClientStatus(StrEnum):
@@ -343,7 +359,18 @@ class ServerConf:
         description_url: str | None = None,
         disabled_notice: str | None = None,
     ) -> None:
-        """Add or replace a service; its provider must be one of our clients."""
+        """Add or replace a service; its provider must be one of our clients.
+
+        Service codes and versions follow the strict character rule of
+        identifiers.md §6, and metaservice codes are reserved.
+        """
+        check_strict(service_id.service_code, "service code")
+        if service_id.service_version is not None:
+            check_strict(service_id.service_version, "service version")
+        if service_id.service_code in RESERVED_SERVICE_CODES:
+            raise InvalidRequest(
+                f"service code {service_id.service_code!r} is reserved for a metaservice"
+            )
         if self.client_status(service_id.provider) is None:
             raise UnknownMember(f"provider {service_id.provider} is not a client here")
         row = {

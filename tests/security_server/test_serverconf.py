@@ -195,3 +195,33 @@ def test_star_stays_within_one_segment() -> None:
 
     assert endpoint_matches(endpoint, "GET", "/a/b/c")
     assert not endpoint_matches(endpoint, "GET", "/a/b/x/c")
+
+
+@pytest.mark.parametrize(
+    ("code", "version"),
+    [
+        ("get Person", None),
+        ("getPerson", "v/1"),
+        ("listMethods", None),
+        ("getWsdl", "v1"),
+    ],
+    ids=[
+        "space-in-code",
+        "slash-in-version",
+        "reserved-listMethods",
+        "reserved-getWsdl",
+    ],
+)
+def test_add_service_refuses_bad_or_reserved_codes(
+    tmp_path: Path, code: str, version: str | None
+) -> None:
+
+    conf = ServerConf(tmp_path)
+    provider = ClientId("EE", "GOV", "1001", "REG")
+    conf.add_client(provider)
+    with pytest.raises(InvalidRequest):
+        conf.add_service(
+            ServiceId(provider, code, version), kind="SOAP", url="http://x/"
+        )
+    assert conf.services_of(provider) == []
+    conf.close()
