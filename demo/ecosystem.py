@@ -14,8 +14,8 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 
 from aiohttp import web
@@ -25,10 +25,11 @@ from central_server.ca import CertificateAuthority
 from central_server.publisher import ConfSigningKeys, export_anchor
 from central_server.registry import Registry
 from central_server.service import CA_DIR, CentralServer, init_central
+from localio.clock import utc_now
 from protocol.identifiers import ClientId, SecurityServerId, ServiceId
 from security_server.server import SecurityServer, init_server
 from security_server.serverconf import ServerConf
-from security_server.settings import Ports
+from security_server.settings import Ports, ServerSettings
 from security_server.token import SoftToken
 from timestamp.tsa import TimestampAuthority, tsa_app
 
@@ -45,10 +46,6 @@ AGENCY = ClientId(INSTANCE, "GOV", "2002")
 BENEFITS_SUBSYSTEM = ClientId(INSTANCE, "GOV", "2002", "BENEFITS")
 SOAP_SERVICE = ServiceId(REGISTRY_SUBSYSTEM, "checkDigitalId", "v1")
 REST_SERVICE = ServiceId(REGISTRY_SUBSYSTEM, "digital-id")
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def free_ports(count: int) -> list[int]:
@@ -295,7 +292,14 @@ def _configure_provider(server_dir: Path, provider_port: int) -> None:
 
 
 def _configure_consumer(server_dir: Path) -> None:
-    del server_dir  # the consumer's subsystem was added when it joined
+    """The consumer's subsystem was added when it joined; here SOAP client
+    libraries that build themselves from ``GET /wsdl`` get it, on behalf of
+    BENEFITS (metaservices.md §4.1)."""
+    settings = ServerSettings.load(server_dir)
+    settings = replace(
+        settings, legacy_wsdl=True, legacy_wsdl_client=BENEFITS_SUBSYSTEM.slash()
+    )
+    settings.save(server_dir)
 
 
 async def wait_for_timestamps(ecosystem: Ecosystem, timeout: float = 20) -> None:

@@ -37,6 +37,7 @@ from protocol.signature import sign_parts
 from protocol.transport import ProxyMessage
 from protocol.trust import SignedParts, verify_message_signature
 
+from . import metaservices
 from .access import log_access, note_exchange
 from .faults import as_xroad_error, rest_error_response, soap_fault_response
 from .messagelog import LogRecord
@@ -80,6 +81,8 @@ class ClientProxy:
         try:
             if is_rest:
                 response = await self._rest(request)
+            elif metaservices.is_local_request(request, self.rt):
+                response = await metaservices.answer_local(self.rt, request)
             else:
                 response = await self._soap(request)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a fault

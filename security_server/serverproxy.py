@@ -43,7 +43,7 @@ from protocol.signature import SignedMessage, sign_parts
 from protocol.transport import ProxyMessage
 from protocol.trust import SignedParts, check_auth_certificate, verify_message_signature
 
-from . import tls
+from . import metaservices, tls
 from .access import log_access, note_exchange
 from .faults import as_xroad_error, soap_fault_response
 from .messagelog import LogRecord
@@ -135,9 +135,12 @@ class ServerProxy:
         except XRoadError as err:
             raise ServiceFailed.wrap(err) from err
 
-        service = await self._authorize(
-            header.client, header.service, "SOAP", None, None, conf
-        )
+        # Metaservices skip the access check (transport.md §9 step 4).
+        is_meta = metaservices.is_soap_metaservice(header.service)
+        if not is_meta:
+            service = await self._authorize(
+                header.client, header.service, "SOAP", None, None, conf
+            )
         signed_request = self._verify_request(message, header.client, conf, now)
         await self._log(
             header.client,
@@ -152,10 +155,15 @@ class ServerProxy:
         original_type = request.headers.get("x-original-content-type") or (
             message.soap.content_type or "text/xml; charset=UTF-8"
         )
-        body, content_type = _service_request(message, original_type)
-        answer_type, answer_body = await self._call_soap(
-            service, body, content_type, soap_action
-        )
+        if is_meta:
+            answer_type, answer_body = await metaservices.answer_soap(
+                self.rt, self.services, parsed, conf
+            )
+        else:
+            body, content_type = _service_request(message, original_type)
+            answer_type, answer_body = await self._call_soap(
+                service, body, content_type, soap_action
+            )
         try:
             parsed, answer_part, attachments = soap.parse_soap_package(
                 answer_body, answer_type
@@ -252,9 +260,11 @@ class ServerProxy:
         request_id = rest.last_header(list(part.headers), rest.HEADER_REQUEST_ID) or ""
         note_exchange(request, query_id, client, service_id)
 
-        service = await self._authorize(
-            client, service_id, "REST", part.method, service_path, conf
-        )
+        is_meta = metaservices.is_rest_metaservice(part.method, service_id)
+        if not is_meta:
+            service = await self._authorize(
+                client, service_id, "REST", part.method, service_path, conf
+            )
         signed_request = self._verify_request(message, client, conf, now)
         body = message.rest_body
         await self._log(
@@ -269,9 +279,14 @@ class ServerProxy:
             request_id=request_id,
         )
 
-        status, reason, headers, answer = await self._call_rest(
-            service, part, service_path, body
-        )
+        if is_meta:
+            status, reason, headers, answer = await metaservices.answer_rest(
+                self.rt, self.services, client, service_id, part.query, conf
+            )
+        else:
+            status, reason, headers, answer = await self._call_rest(
+                service, part, service_path, body
+            )
         response_headers = rest.response_headers_for_client(
             headers,
             client=client,

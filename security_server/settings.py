@@ -37,6 +37,12 @@ class ServerSettings:
     conf_refresh_seconds: float = 60.0
     ocsp_refresh_seconds: float = 1200.0
     timestamp_interval_seconds: float = 60.0
+    # Legacy ``GET /wsdl`` on the client proxy (metaservices.md §4.1). Off by
+    # default, as in X-Road 7. Turning it on lets anyone who can reach the
+    # client proxy read WSDLs on behalf of ``legacy_wsdl_client``, which must
+    # be one of our client subsystems (slash form); never the owner member.
+    legacy_wsdl: bool = False
+    legacy_wsdl_client: str | None = None
 
     @property
     def owner(self) -> ClientId:
