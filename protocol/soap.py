@@ -44,7 +44,7 @@ from .identifiers import (
     service_from_xml,
     to_xml,
 )
-from .mime import MimePart, parse_content_type, parse_multipart
+from .mime import MimePart, content_type_param, parse_content_type, parse_multipart
 from .xml import parse_xml
 
 SOAP_ENV_NS = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -478,11 +478,14 @@ _KEEP_CDATA_PARSER = etree.XMLParser(
 )
 
 
-def insert_request_hash(response_raw: bytes, request_hash_b64: str) -> bytes:
+def insert_request_hash(
+    response_raw: bytes, request_hash_b64: str, content_type: str | None = None
+) -> bytes:
     """Replace any ``requestHash`` with ours, right after ``id`` (soap-message.md §4).
 
     The result is re-serialised as UTF-8 with an XML declaration; comments,
-    CDATA sections and all other nodes are kept.
+    CDATA sections and all other nodes are kept. ``content_type`` gives the
+    charset the response was sent in (UTF-8 when absent).
 
     :raises InvalidSoap: not a SOAP envelope.
     :raises MissingHeader: / :raises MissingHeaderField: no header or no ``id``.
@@ -490,6 +493,10 @@ def insert_request_hash(response_raw: bytes, request_hash_b64: str) -> bytes:
     text = response_raw[len(_BOM) :] if response_raw.startswith(_BOM) else response_raw
     if not text.strip():
         raise InvalidSoap("message is empty")
+    if content_type is not None:
+        charset = content_type_param(content_type, "charset")
+        if charset:
+            text = _as_utf8(text, charset)
     parse_xml(text)  # the hardening gate; the tree below is only for rewriting
     root = etree.fromstring(text, _KEEP_CDATA_PARSER)
     if root.tag != _ENVELOPE:

@@ -26,6 +26,8 @@ from protocol.errors import (
     InvalidClientIdentifier,
     InvalidContentType,
     InvalidHttpMethod,
+    InvalidMessage,
+    MimeParsingFailed,
     MissingSignature,
     MissingSoap,
     NetworkError,
@@ -168,13 +170,20 @@ class ServerProxy:
             parsed, answer_part, attachments = soap.parse_soap_package(
                 answer_body, answer_type
             )
+        except (MimeParsingFailed, MissingSoap) as err:
+            # A multipart answer without a usable SOAP part is not a message.
+            raise ServiceFailed.wrap(InvalidMessage(err.message)) from err
         except XRoadError as err:
             raise ServiceFailed.wrap(err) from err
         if isinstance(parsed, soap.SoapFault):
             fault = answer_part.body if answer_part is not None else answer_body
             return _multipart(ProxyMessage(ocsp_responses=[], fault=fault), {})
-        source = answer_part.body if answer_part is not None else answer_body
-        answer = soap.insert_request_hash(source, soap.request_hash(raw))
+        source, source_type = (
+            (answer_part.body, answer_part.content_type)
+            if answer_part is not None
+            else (answer_body, answer_type)
+        )
+        answer = soap.insert_request_hash(source, soap.request_hash(raw), source_type)
         digests = [("/message.xml", sha512(answer))] + [
             (f"/attachment{index}", sha512(part.body))
             for index, part in enumerate(attachments, start=1)
@@ -193,7 +202,7 @@ class ServerProxy:
             answer_part = mime.MimePart((("content-type", PLAIN_SOAP),), answer)
             answer_type = PLAIN_SOAP
         else:
-            answer_part = mime.MimePart(answer_part.headers, answer)
+            answer_part = _as_utf8_part(answer_part, answer)
         reply = ProxyMessage(
             ocsp_responses=[],
             soap=answer_part,
@@ -486,6 +495,18 @@ def _invalid_target(target: object) -> XRoadError:
     from protocol.errors import InvalidSecurityServer
 
     return InvalidSecurityServer(f"message is addressed to {target}")
+
+
+def _as_utf8_part(part: mime.MimePart, body: bytes) -> mime.MimePart:
+    """The SOAP part with its new body, which is UTF-8 whatever it was before."""
+    mime_type, params = mime.parse_content_type(part.content_type or PLAIN_SOAP)
+    parameters = "".join(
+        f'; {name}="{value}"' for name, value in params.items() if name != "charset"
+    )
+    content_type = f"{mime_type}; charset=UTF-8{parameters}"
+    headers = [("content-type", content_type)]
+    headers += [(n, v) for n, v in part.headers if n.lower() != "content-type"]
+    return mime.MimePart(tuple(headers), body)
 
 
 def _service_request(message: ProxyMessage, original_type: str) -> tuple[bytes, str]:

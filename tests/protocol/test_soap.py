@@ -442,3 +442,19 @@ def test_build_soap_request_round_trip() -> None:
         (None, "P1"),
     )
     assert message.body_tag == "{urn:example}getPerson"
+
+
+def test_insert_request_hash_reads_the_declared_charset() -> None:
+    envelope = (
+        '<e:Envelope xmlns:e="http://schemas.xmlsoap.org/soap/envelope/" '
+        'xmlns:x="http://x-road.eu/xsd/xroad.xsd"><e:Header><x:id>1</x:id></e:Header>'
+        "<e:Body><answer>caf\u00e9</answer></e:Body></e:Envelope>"
+    ).encode("iso-8859-1")
+
+    rewritten = soap.insert_request_hash(
+        envelope, "aGFzaA==", "text/xml; charset=ISO-8859-1"
+    )
+
+    root = etree.fromstring(rewritten)
+    assert root.findtext(".//answer") == "caf\u00e9"
+    assert root.findtext(".//{http://x-road.eu/xsd/xroad.xsd}requestHash") == "aGFzaA=="
