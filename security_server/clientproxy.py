@@ -378,8 +378,9 @@ def answer_signed(answer: ProxyMessage) -> _AnswerSignature:
 async def _read_body(request: web.Request) -> bytes:
     try:
         return await request.read()
-    except web.HTTPRequestEntityTooLarge as exc:
-        raise RequestTooLarge(f"request body exceeds {exc.body!r}") from None
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app._client_max_size  # the limit this proxy was built with
+        raise RequestTooLarge(f"request body is larger than {limit} bytes") from None
 
 
 def _soap_digests(
