@@ -23,6 +23,17 @@ _KEY = (
 )
 
 
+def header_text(raw: bytes) -> str:
+    """A header name or value as text: UTF-8 when it is, byte for byte otherwise.
+
+    aiohttp writes header text as UTF-8, so UTF-8 input travels unchanged.
+    """
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
 def note_exchange(
     request: web.Request, query_id: str, client: ClientId, service: ServiceId
 ) -> None:

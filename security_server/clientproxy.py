@@ -38,7 +38,7 @@ from protocol.transport import ProxyMessage
 from protocol.trust import SignedParts, verify_message_signature
 
 from . import metaservices
-from .access import log_access, note_exchange
+from .access import header_text, log_access, note_exchange
 from .faults import as_xroad_error, rest_error_response, soap_fault_response
 from .messagelog import LogRecord
 from .runtime import Runtime
@@ -189,9 +189,7 @@ class ClientProxy:
     async def _rest(self, request: web.Request) -> web.StreamResponse:
         now = self.rt.clock()
         conf = self.rt.global_conf(now)
-        decoded = [
-            (k.decode("latin-1"), v.decode("latin-1")) for k, v in request.raw_headers
-        ]
+        decoded = [(header_text(k), header_text(v)) for k, v in request.raw_headers]
         path, question, query = request.raw_path.partition("?")
         info = rest.parse_rest_request(
             request.method, path, query if question else None, decoded

@@ -154,11 +154,18 @@ def normalize_service_path(path: str) -> str | None:
         return None
 
     normalized = _remove_dot_segments(current)
-    return None if ".." in normalized else normalized
+    if normalized is None or ".." in normalized:
+        return None
+    return normalized
 
 
-def _remove_dot_segments(path: str) -> str:
-    """RFC 3986, 5.2.4, on a path that may or may not start with ``/``."""
+def _remove_dot_segments(path: str) -> str | None:
+    """RFC 3986, 5.2.4, on a path that may or may not start with ``/``.
+
+    Unlike RFC 3986, a ``..`` that would climb above the root refuses the
+    path (None): the raw path goes to the service, which would resolve it
+    above the service's base address (rest-message.md §7).
+    """
     absolute = path.startswith("/")
     output: list[str] = []
     segments = path.split("/")
@@ -168,8 +175,9 @@ def _remove_dot_segments(path: str) -> str:
             if last:
                 output.append("")
         elif segment == "..":
-            if len(output) > (1 if absolute else 0):
-                output.pop()
+            if len(output) <= (1 if absolute else 0):
+                return None
+            output.pop()
             if last:
                 output.append("")
         else:

@@ -14,6 +14,7 @@ import uuid
 from datetime import datetime
 
 import aiohttp
+import yarl
 from aiohttp import web
 from cryptography import x509
 
@@ -46,7 +47,7 @@ from protocol.transport import ProxyMessage
 from protocol.trust import SignedParts, check_auth_certificate, verify_message_signature
 
 from . import metaservices, tls
-from .access import log_access, note_exchange
+from .access import header_text, log_access, note_exchange
 from .faults import as_xroad_error, soap_fault_response
 from .messagelog import LogRecord
 from .runtime import Runtime
@@ -337,21 +338,26 @@ class ServerProxy:
         service_path: str,
         body: bytes | None,
     ) -> tuple[int, str, list[tuple[str, str]], bytes | None]:
-        url = _join_url(service.url, service_path, part.query)
+        # The path and query go exactly as the client wrote them: no
+        # re-encoding, no dot-segment resolution (rest-message.md §1, §7).
+        url = yarl.URL(_join_url(service.url, service_path, part.query), encoded=True)
         data = body if part.method in ENTITY_METHODS else None
+        sent = {name.lower() for name, _ in part.headers}
+        # Nothing is added that the client did not send (rest-message.md §2).
+        skip = {h for h in ("Content-Type", "Accept") if h.lower() not in sent}
         try:
             async with self.services.request(
                 part.method,
                 url,
                 data=data,
                 headers=list(part.headers),
+                skip_auto_headers=skip,
                 allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(total=service.timeout),
             ) as response:
                 payload = await response.read()
                 headers = [
-                    (k.decode("latin-1"), v.decode("latin-1"))
-                    for k, v in response.raw_headers
+                    (header_text(k), header_text(v)) for k, v in response.raw_headers
                 ]
                 has_entity = part.method != "HEAD" and (
                     bool(payload)
@@ -527,7 +533,7 @@ def _join_url(base: str, path: str, query: str | None) -> str:
     if base.endswith("/") and path.startswith("/"):
         base = base[:-1]
     url = base + path
-    return f"{url}?{query}" if query else url
+    return url if query is None else f"{url}?{query}"
 
 
 def _multipart(message: ProxyMessage, headers: dict[str, str]) -> web.Response:
