@@ -239,7 +239,16 @@ class SecurityServer:
     async def _site(
         self, app: web.Application, host: str, port: int, **kwargs: object
     ) -> None:
-        runner = web.AppRunner(app, access_log=None)
+        limits = self.settings
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            # Bodies pass through as sent: a gzip body stays gzip.
+            auto_decompress=False,
+            max_line_size=limits.max_header_line_bytes,
+            max_field_size=limits.max_header_line_bytes,
+            max_headers=limits.max_header_count,
+        )
         await runner.setup()
         site = web.TCPSite(runner, host, port, **kwargs)  # type: ignore[arg-type]
         await site.start()

@@ -31,6 +31,8 @@ class ServerSettings:
     ports: Ports = field(default_factory=Ports)
     # Limits on what comes from outside.
     max_body_bytes: int = 50 * 1024 * 1024
+    max_header_line_bytes: int = 8190  # request line and each header field
+    max_header_count: int = 128
     service_timeout_seconds: float = 60.0
     peer_timeout_seconds: float = 60.0
     # Background task periods.

@@ -81,7 +81,8 @@ class EchoService:
         return app
 
     async def start(self, host: str, port: int) -> None:
-        self._runner = web.AppRunner(self.app(), access_log=None)
+        # The echo keeps bodies as they came, compressed or not.
+        self._runner = web.AppRunner(self.app(), access_log=None, auto_decompress=False)
         await self._runner.setup()
         await web.TCPSite(self._runner, host, port).start()
 

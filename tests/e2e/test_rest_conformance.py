@@ -943,3 +943,20 @@ async def test_an_unknown_provider_server_is_refused(
     assert answer.status == 500
     assert answer.header("X-Road-Error") == "Server.ClientProxy.InvalidSecurityServer"
     assert echo.received == []
+
+
+async def test_a_compressed_request_body_passes_unchanged(
+    ecosystem: Ecosystem, echo: EchoService
+) -> None:
+    body = gzip.compress(b'{"name": "Ada"}' * 50)
+    headers = [
+        ("X-Road-Client", CLIENT),
+        ("Content-Type", "application/json"),
+        ("Content-Encoding", "gzip"),
+    ]
+
+    answer = await raw_call(ecosystem, "POST", r1(ECHO, "/gz"), headers, body)
+
+    assert answer.status == 200, answer.body
+    assert echo.last.body == body
+    assert echo.last.all("Content-Encoding") == ["gzip"]
