@@ -142,6 +142,7 @@ def parse_rest_request(
     if method not in METHODS:
         raise InvalidHttpMethod(f"HTTP method {method!r} is not supported")
     service, service_path = parse_rest_path(raw_path)
+    _check_single(headers)
 
     client_value = last_header(headers, HEADER_CLIENT)
     if client_value is None:
@@ -191,6 +192,25 @@ def _represented_party(headers: Headers) -> tuple[str | None, str] | None:
     if len(parts) not in (1, 2) or not all(p.strip() for p in parts):
         raise BadRequest(f"invalid X-Road-Represented-Party {value!r}")
     return (None, parts[0]) if len(parts) == 1 else (parts[0], parts[1])
+
+
+# X-Road headers that name one thing. rest-message.md §2 lets the last of a
+# repeated X-Road-Client win; we refuse the ambiguity instead of guessing.
+SINGLE_VALUED = (
+    HEADER_CLIENT,
+    HEADER_ID,
+    HEADER_USER_ID,
+    HEADER_ISSUE,
+    HEADER_SECURITY_SERVER,
+    HEADER_REPRESENTED_PARTY,
+)
+
+
+def _check_single(headers: Headers) -> None:
+    names = [name.lower() for name, _ in headers]
+    for name in SINGLE_VALUED:
+        if names.count(name) > 1:
+            raise BadRequest(f"header {name} appears more than once")
 
 
 def last_header(headers: Headers, name: str) -> str | None:

@@ -66,8 +66,7 @@ def test_parse_rest_path_refuses(raw: str) -> None:
 
 def test_parse_rest_request_reads_all_headers() -> None:
     headers = [
-        ("X-Road-Client", "INST/GOV/1/OLD"),
-        ("x-road-client", "INST/GOV/1234/SUBSYS"),  # the last one wins
+        ("x-road-client", "INST/GOV/1234/SUBSYS"),
         ("X-Road-Id", "q-1"),
         ("X-Road-UserId", "XX380"),
         ("X-Road-Issue", "CASE"),
@@ -360,3 +359,24 @@ def test_build_error_negotiates(accept: str, expected: str) -> None:
 def test_build_error_status_by_prefix() -> None:
     assert rest.build_error("server.clientproxy.x", "m", "d", None)[0] == 500
     assert rest.build_error("Client.BadRequest", "m", "d", None)[0] == 400
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "X-Road-Client",
+        "x-road-id",
+        "X-Road-UserId",
+        "X-Road-Issue",
+        "X-Road-Security-Server",
+        "X-Road-Represented-Party",
+    ],
+)
+def test_a_repeated_single_valued_header_is_refused(name: str) -> None:
+    headers = [("X-Road-Client", "INST/GOV/1234/SUBSYS"), (name, "INST/COM/5678/ss1")]
+    if name != "X-Road-Client":
+        headers.append((name, "INST/COM/5678/ss1"))
+    with pytest.raises(BadRequest):
+        rest.parse_rest_request(
+            "GET", "/r1/INST/COM/5678/REGISTRY/persons", None, headers
+        )
