@@ -27,6 +27,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from localio.files import write_private
+from localio.http import read_at_most
 from protocol import ocsp, pki
 from protocol.errors import DatabaseError, InvalidRequest, XRoadError
 from protocol.identifiers import ClientId, SecurityServerId
@@ -396,7 +397,7 @@ async def on_ocsp_post(request: web.Request) -> web.Response:
         return _reply(ocsp.build_ocsp_error("malformed_request"))
     if request.content_length and request.content_length > MAX_REQUEST_BYTES:
         return _reply(ocsp.build_ocsp_error("malformed_request"))
-    der = await request.content.read(MAX_REQUEST_BYTES + 1)
+    der = await read_at_most(request.content, MAX_REQUEST_BYTES)
     if len(der) > MAX_REQUEST_BYTES:
         return _reply(ocsp.build_ocsp_error("malformed_request"))
     return await _answer(request, der)

@@ -110,6 +110,15 @@ class StoredRecord:
     archived: bool
 
 
+@dataclass(frozen=True, slots=True)
+class PendingStamp:
+    """A record waiting for its time-stamp: just what stamping needs."""
+
+    id: int
+    query_id: str
+    signature: bytes
+
+
 def signature_hash(signature: bytes) -> str:
     """base64(SHA-512(signature bytes)): the time-stamp leaf (message-log.md §2)."""
     return b64(sha512(signature))
@@ -198,9 +207,21 @@ class MessageLog:
 
         return await self._run(insert)
 
-    async def unstamped(self, limit: int = 100) -> list[StoredRecord]:
-        """Message records without a time-stamp, oldest first."""
-        return await self._select("timestamp_token IS NULL AND kind = 'm'", (), limit)
+    async def unstamped(self, limit: int = 100) -> list[PendingStamp]:
+        """Message records without a time-stamp, oldest first.
+
+        Only what stamping needs is read: never the message or its bodies.
+        """
+
+        def select() -> list[PendingStamp]:
+            cursor = self._db.conn.execute(
+                "SELECT id, query_id, signature FROM message_record"
+                " WHERE timestamp_token IS NULL AND kind = 'm' ORDER BY id LIMIT ?",
+                (limit,),
+            )
+            return [PendingStamp(row[0], row[1], bytes(row[2])) for row in cursor]
+
+        return await self._run(select)
 
     async def find(
         self, query_id: str | None = None, limit: int = 100

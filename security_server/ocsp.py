@@ -23,6 +23,7 @@ from cryptography import x509
 from cryptography.x509 import ocsp as x509_ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID
 
+from localio.http import read_at_most
 from protocol import pki
 from protocol.errors import CertificateError, SslAuthenticationFailed, XRoadError
 from protocol.globalconf import ApprovedCA, GlobalConf
@@ -276,7 +277,7 @@ class OCSPCache:
                         "ocsp responder http status url=%s status=%d", url, resp.status
                     )
                     return None
-                body = await resp.content.read(MAX_RESPONSE_BYTES + 1)
+                body = await read_at_most(resp.content, MAX_RESPONSE_BYTES)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             log.warning("ocsp responder unreachable url=%s error=%r", url, exc)
             return None
@@ -421,7 +422,7 @@ async def fetch_peer_ocsp(
             headers={"Accept": "multipart/related"},
             timeout=aiohttp.ClientTimeout(total=timeout),
         ) as resp:
-            body = await resp.content.read(limit + 1)
+            body = await read_at_most(resp.content, limit)
             status, content_type = resp.status, resp.headers.get("Content-Type")
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise PeerOCSPFailed(

@@ -33,13 +33,14 @@ from protocol.timestamp import (
     verify_timestamp_token,
 )
 
-from .messagelog import MessageLog, StoredRecord
+from .messagelog import MessageLog, PendingStamp
 
 log = logging.getLogger(__name__)
 
 QUERY_TYPE = "application/timestamp-query"
 MAX_REPLY_BYTES = 1024 * 1024
 RECORDS_LIMIT = 10000  # timestamp-records-limit (§5)
+PAGE_SIZE = 100  # records read from the store at a time
 
 TSASources = Callable[[], list[tuple[str, x509.Certificate]]]
 
@@ -74,6 +75,9 @@ class Timestamper:
         self._wake = asyncio.Event()
         # One round at a time: a record must not be stamped twice.
         self._round = asyncio.Lock()
+        # After the TSAs failed, new records do not trigger another attempt
+        # before the interval has passed (timestamp-retry-delay, §5).
+        self._tsa_down = False
 
     def notify(self) -> None:
         """Wake the task: a record was appended."""
@@ -93,6 +97,8 @@ class Timestamper:
             # loop would never end.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.interval_seconds):
+                    if self._tsa_down:
+                        await asyncio.sleep(self.interval_seconds)
                     await self._wake.wait()
 
     async def stamp_pending(self) -> int:
@@ -105,18 +111,20 @@ class Timestamper:
 
     async def _stamp_all(self) -> int:
         stamped = 0
-        while True:
-            records = await self.message_log.unstamped(limit=self.records_limit)
+        page = min(PAGE_SIZE, self.records_limit)
+        while stamped < self.records_limit:
+            records = await self.message_log.unstamped(limit=page)
             if not records:
                 break
             done, failed = await self._stamp_round(records)
             stamped += done
-            if failed or len(records) < self.records_limit:
+            if failed or len(records) < page:
                 return stamped
         self.last_error = None
+        self._tsa_down = False
         return stamped
 
-    async def _stamp_round(self, records: list[StoredRecord]) -> tuple[int, bool]:
+    async def _stamp_round(self, records: list[PendingStamp]) -> tuple[int, bool]:
         sources = self.tsa_sources()
         if not sources:
             self._fail("no TSA is configured")
@@ -129,6 +137,7 @@ class Timestamper:
                 await self._stamp_record(record, sources)
             except TSAUnavailable as exc:
                 self._fail(str(exc))
+                self._tsa_down = True
                 return done, True  # the next records would fail the same way
             except XRoadError as exc:
                 # Only this record is at fault (e.g. an unreadable signature).
@@ -137,6 +146,7 @@ class Timestamper:
                 continue
             done += 1
             self.last_success = self.clock()
+            self._tsa_down = False
         if not failed:
             self.last_error = None
         return done, failed
@@ -146,7 +156,7 @@ class Timestamper:
         log.error("timestamping failed code=%s reason=%s", TimestampError.code, message)
 
     async def _stamp_record(
-        self, record: StoredRecord, sources: list[tuple[str, x509.Certificate]]
+        self, record: PendingStamp, sources: list[tuple[str, x509.Certificate]]
     ) -> None:
         value = signature_value(record.signature)
         request = build_timestamp_request(value, "sha512")
