@@ -136,12 +136,28 @@ def _check_certificate(
             ocsp_responses=ocsp_responses,
             at=at,
             freshness_seconds=global_conf.ocsp_freshness_seconds,
-            ocsp_responder_certs=global_conf.ocsp_responder_certs(instance),
+            ocsp_responder_certs=_responders_for(cert, global_conf, instance),
         )
     except CertificateError as err:
         raise error(err.message, detail=_detail(err)) from err
     except XRoadError as err:
         raise error(err.message, detail="CertValidation") from err
+
+
+def _responders_for(
+    cert: x509.Certificate, global_conf: GlobalConf, instance: str
+) -> list[x509.Certificate]:
+    """The OCSP responders configured for the CA that issued ``cert``.
+
+    certificates-ocsp.md §5 step 4(a): another CA's responder may not vouch
+    for this CA's certificates (the CA itself and its delegates still may).
+    """
+    approved = global_conf.approved_ca_for(cert, instance)
+    if approved is None:
+        return []
+    issuers = [ca for ca in approved.certs if ca.subject == cert.issuer]
+    infos = approved.ocsp_for(issuers[0]) if issuers else approved.all_ocsp()
+    return [info.cert for info in infos if info.cert is not None]
 
 
 def _detail(err: XRoadError) -> str:
