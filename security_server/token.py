@@ -8,12 +8,14 @@ Certificates are readable without logging in; private keys are not.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import hmac
 import json
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -93,6 +95,10 @@ class SoftToken:
         self._lock = threading.RLock()
         self._pin: bytes | None = None
         self._keys: dict[str, PrivateKeyTypes] = {}
+        # Parsed files, keyed by path and remembered with their modification
+        # time: the proxies ask for keys and certificates on every message,
+        # and another process (the CLI) may import a certificate meanwhile.
+        self._parsed: dict[Path, tuple[int, Any]] = {}
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -226,7 +232,22 @@ class SoftToken:
         return self.dir / f"{key_id}.cert.pem"
 
     def _chain(self, key_id: str) -> list[x509.Certificate]:
-        return x509.load_pem_x509_certificates(self._cert_path(key_id).read_bytes())
+        chain: list[x509.Certificate] = self._cached(
+            self._cert_path(key_id), x509.load_pem_x509_certificates
+        )
+        return chain
+
+    def _cached(self, path: Path, parse: Callable[[bytes], Any]) -> Any:
+        """Parse a file once per version of it."""
+        mtime = path.stat().st_mtime_ns
+        with self._lock:
+            known = self._parsed.get(path)
+            if known is not None and known[0] == mtime:
+                return known[1]
+        value = parse(path.read_bytes())
+        with self._lock:
+            self._parsed[path] = (mtime, value)
+        return value
 
     def _latest(self, usage: KeyUsage, owner: str | None = None) -> str | None:
         for info in reversed(self.keys()):
@@ -312,11 +333,10 @@ class SoftToken:
 
     def _meta(self) -> dict[str, Any]:
         try:
-            data = (self.dir / META_FILE).read_bytes()
+            meta: dict[str, Any] = self._cached(self.dir / META_FILE, json.loads)
         except FileNotFoundError:
             raise TokenNotInitialized(f"no token in {str(self.dir)!r}") from None
-        meta: dict[str, Any] = json.loads(data)
-        return meta
+        return copy.deepcopy(meta)  # callers may change and save their copy
 
     def _save(self, meta: dict[str, Any]) -> None:
         data = json.dumps(meta, indent=1, sort_keys=True).encode("utf-8")
