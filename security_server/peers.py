@@ -18,6 +18,7 @@ from datetime import datetime
 import aiohttp
 from cryptography import x509
 
+from localio.http import read_at_most
 from protocol import mime, ocsp, pki, transport
 from protocol.errors import (
     CLIENT_PROXY,
@@ -25,6 +26,7 @@ from protocol.errors import (
     InvalidContentType,
     InvalidSecurityServer,
     NetworkError,
+    ServiceFailed,
     SslAuthenticationFailed,
     UnknownMember,
     XRoadError,
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SERVER_PROXY_PORT = 5500
 DEFAULT_OCSP_PORT = 5577
+MAX_OCSP_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +83,9 @@ class PeerClient:
         auth_chain: list[x509.Certificate],
         timeout_seconds: float,
         plain_session: aiohttp.ClientSession,
+        max_reply_bytes: int = 64 * 1024 * 1024,
     ) -> None:
+        self._max_reply = max_reply_bytes
         self._ocsp_cache: dict[bytes, bytes] = {}
         self._plain = plain_session
         context = tls.client_context(auth_key, auth_chain)
@@ -143,8 +148,14 @@ class PeerClient:
 
     async def _post(self, url: str, headers: dict[str, str], body: bytes) -> Reply:
         try:
-            async with self._session.post(url, data=body, headers=headers) as response:
-                payload = await response.read()
+            async with self._session.post(
+                url, data=body, headers=headers, allow_redirects=False
+            ) as response:
+                payload = await read_at_most(response.content, self._max_reply)
+                if len(payload) > self._max_reply:
+                    raise XRoadIOError(
+                        f"answer from {url} exceeds {self._max_reply} bytes"
+                    )
                 status = response.status
                 content_type = response.headers.get("Content-Type", "")
                 original_type = response.headers.get("x-original-content-type")
@@ -160,20 +171,22 @@ class PeerClient:
             if isinstance(cause, XRoadError):
                 raise cause from exc
             raise XRoadIOError(f"error talking to {url}: {exc}") from exc
-        reply = _decode_reply(status, content_type, payload)
+        reply = decode_reply(status, content_type, payload)
         return dataclasses.replace(reply, original_content_type=original_type)
 
     async def _check_peer(self, leaf_der: bytes, chain: list[bytes]) -> None:
         expected = _expected.get()
         cert = x509.load_der_x509_certificate(leaf_der)
-        responses = await self._peer_ocsp(cert, expected)
-        server = check_auth_certificate(
-            cert,
-            ocsp_responses=responses,
-            global_conf=expected.conf,
-            instance=expected.provider.instance,
-            at=expected.now,
-        )
+        key = pki.cert_sha256_hex(cert)
+        cached = self._ocsp_cache.get(key)
+        try:
+            server = await self._judge_peer(cert, cached, expected)
+        except SslAuthenticationFailed:
+            if cached is None:
+                raise
+            # The cached response may have gone stale: fetch once more.
+            self._ocsp_cache.pop(key, None)
+            server = await self._judge_peer(cert, None, expected)
         if server.id != expected.server.id or not expected.conf.is_client_of(
             server.id, expected.provider
         ):
@@ -181,22 +194,32 @@ class PeerClient:
                 f"peer {server.id} is not a security server of {expected.provider}"
             )
 
-    async def _peer_ocsp(
+    async def _judge_peer(
+        self, cert: x509.Certificate, response: bytes | None, expected: _Expected
+    ) -> SecurityServer:
+        """Check the peer's certificate with a cached or a freshly fetched OCSP response."""
+        if response is None:
+            response = await self._fetch_peer_ocsp(cert, expected)
+            self._ocsp_cache[pki.cert_sha256_hex(cert)] = response
+        return check_auth_certificate(
+            cert,
+            ocsp_responses=[response],
+            global_conf=expected.conf,
+            instance=expected.provider.instance,
+            at=expected.now,
+        )
+
+    async def _fetch_peer_ocsp(
         self, cert: x509.Certificate, expected: _Expected
-    ) -> list[bytes]:
-        key = pki.cert_sha256_hex(cert).encode()
-        cached = self._ocsp_cache.get(key)
-        if cached is not None and _still_fresh(cached, cert, expected):
-            return [cached]
+    ) -> bytes:
         host, port = split_address(expected.server.address or "")
         try:
             if port is None:
                 fetched = await fetch_peer_ocsp(
                     self._plain, host, DEFAULT_OCSP_PORT, [cert]
                 )
-                response = fetched[0]
-            else:
-                response = await self._ocsp_from_ca(cert, expected)
+                return fetched[0]
+            return await self._ocsp_from_ca(cert, expected)
         except XRoadError as err:
             raise SslAuthenticationFailed(
                 f"no OCSP response for peer: {err.message}"
@@ -205,8 +228,6 @@ class PeerClient:
             raise SslAuthenticationFailed(
                 f"cannot fetch peer OCSP response: {exc}"
             ) from exc
-        self._ocsp_cache[key] = response
-        return [response]
 
     async def _ocsp_from_ca(self, cert: x509.Certificate, expected: _Expected) -> bytes:
         """Ask the issuing CA's responder; used when the peer runs on a non-standard port."""
@@ -216,40 +237,38 @@ class PeerClient:
         if approved is None or issuer is None:
             raise SslAuthenticationFailed("peer certificate is not from an approved CA")
         request = ocsp.build_ocsp_request(cert, issuer)
-        for responder in approved.ocsp:
-            async with self._plain.post(
-                responder.url,
-                data=request,
-                headers={"Content-Type": "application/ocsp-request"},
-            ) as response:
-                if response.status == 200:
-                    return await response.read()
+        for responder in approved.ocsp_for(issuer) or approved.all_ocsp():
+            try:
+                async with self._plain.post(
+                    responder.url,
+                    data=request,
+                    headers={"Content-Type": "application/ocsp-request"},
+                    timeout=aiohttp.ClientTimeout(total=10),
+                ) as response:
+                    body = await read_at_most(response.content, MAX_OCSP_BYTES)
+                    if response.status == 200 and len(body) <= MAX_OCSP_BYTES:
+                        return body
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                log.warning("ocsp responder failed url=%s error=%r", responder.url, exc)
         raise SslAuthenticationFailed(
             "no OCSP responder answered for the peer certificate"
         )
 
 
-def _still_fresh(response: bytes, cert: x509.Certificate, expected: _Expected) -> bool:
-    instance = expected.provider.instance
-    issuer = pki.find_issuer(cert, expected.conf.ca_certs(instance))
-    if issuer is None:
-        return False
+def decode_reply(status: int, content_type: str, payload: bytes) -> Reply:
+    """Classify a provider's HTTP answer (transport.md §10 steps 0-2).
+
+    A malformed answer is the provider side's failure: ``ServiceFailed.<code>``.
+    """
     try:
-        ocsp.verify_ocsp_response(
-            response,
-            cert,
-            issuer,
-            at=expected.now,
-            freshness_seconds=expected.conf.ocsp_freshness_seconds,
-            responder_certs=expected.conf.ocsp_responder_certs(instance),
-        )
-    except XRoadError:
-        return False
-    return True
+        return _decode_reply(status, content_type, payload)
+    except (HttpError, ServiceFailed):
+        raise
+    except XRoadError as err:
+        raise ServiceFailed.wrap(err) from err
 
 
 def _decode_reply(status: int, content_type: str, payload: bytes) -> Reply:
-    """Classify a provider's HTTP answer (transport.md §10 steps 0-2)."""
     if status not in (200, 500):
         raise HttpError(f"provider security server answered HTTP {status}")
     mime_type, _ = mime.parse_content_type(content_type or "application/octet-stream")
