@@ -332,7 +332,7 @@ class CertificateAuthority:
             status=ocsp.OCSPCertStatus(str(row["status"])),
             revoked_at=datetime.fromisoformat(str(revoked_at)) if revoked_at else None,
             reason=str(row["reason"]) if row["reason"] else None,
-            der=bytes(row["der"]),  # type: ignore[arg-type]
+            der=_blob(row["der"]),
         )
 
     def ocsp_response(self, request_der: bytes, now: datetime) -> bytes:
@@ -372,8 +372,15 @@ class CertificateAuthority:
 
 # -- aiohttp adapter -------------------------------------------------------------
 
+
+def _blob(value: object) -> bytes:
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise TypeError(f"expected a blob, got {type(value).__name__}")
+    return bytes(value)
+
+
 CA_KEY_APP = web.AppKey("ca", CertificateAuthority)
-CLOCK_KEY = web.AppKey("clock", Callable[[], datetime])  # type: ignore[arg-type]
+CLOCK_KEY: web.AppKey[Callable[[], datetime]] = web.AppKey("clock")
 
 
 def _reply(body: bytes) -> web.Response:

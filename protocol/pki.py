@@ -184,7 +184,7 @@ def build_csr(
     return signed.public_bytes(serialization.Encoding.DER)
 
 
-def _country(instance: str) -> x509.NameAttribute:
+def _country(instance: str) -> x509.NameAttribute[str]:
     """C=instance, skipping cryptography's two-letter check for other lengths."""
     if len(instance) == 2:
         return x509.NameAttribute(NameOID.COUNTRY_NAME, instance)

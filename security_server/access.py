@@ -17,7 +17,7 @@ access_log = logging.getLogger("security_server.access")
 
 # aiohttp 3.12+ has typed request keys; older releases take a plain string.
 _KEY = (
-    web.RequestKey("xgate_exchange", tuple)  # type: ignore[attr-defined]
+    web.RequestKey("xgate_exchange", tuple)
     if hasattr(web, "RequestKey")
     else "xgate_exchange"
 )

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
 import aiohttp
@@ -187,7 +188,8 @@ class ConfClient:
 
     def _backoff(self, failures: int) -> float:
         return min(
-            self.interval_seconds * 2 ** min(failures - 1, 16), MAX_BACKOFF_SECONDS
+            float(self.interval_seconds * 2 ** min(failures - 1, 16)),
+            float(MAX_BACKOFF_SECONDS),
         )
 
     # -- downloading
@@ -405,7 +407,7 @@ def _stored_rotation_certs(conf_dir: Path, instance: str) -> list[x509.Certifica
 # -- reading an on-disk configuration directory ------------------------------
 
 
-def _read_metadata(path: Path) -> dict:
+def _read_metadata(path: Path) -> dict[str, Any]:
     raw = _read_if_exists(path.with_name(path.name + METADATA_SUFFIX))
     if raw is None:
         return {}
@@ -416,7 +418,7 @@ def _read_metadata(path: Path) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def _expiry(metadata: dict) -> datetime | None:
+def _expiry(metadata: dict[str, Any]) -> datetime | None:
     text = metadata.get("expirationDate")
     return parse_time(text) if text else None  # absent: never expires (§8)
 

@@ -17,6 +17,7 @@ from datetime import datetime
 
 import aiohttp
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from localio.http import read_at_most
 from protocol import mime, ocsp, pki, transport
@@ -79,14 +80,14 @@ class PeerClient:
     def __init__(
         self,
         *,
-        auth_key,  # type: ignore[no-untyped-def]
+        auth_key: PrivateKeyTypes,
         auth_chain: list[x509.Certificate],
         timeout_seconds: float,
         plain_session: aiohttp.ClientSession,
         max_reply_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self._max_reply = max_reply_bytes
-        self._ocsp_cache: dict[bytes, bytes] = {}
+        self._ocsp_cache: dict[str, bytes] = {}
         self._plain = plain_session
         context = tls.client_context(auth_key, auth_chain)
         connector = tls.CheckingConnector(

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
+from cryptography import x509
 
 from localio.clock import utc_now
 from protocol.anchor import parse_anchor
@@ -273,7 +274,9 @@ class SecurityServer:
             await self._session.close()
 
 
-def _tsa_sources(conf: GlobalConf | None, instance: str) -> list[tuple[str, object]]:
+def _tsa_sources(
+    conf: GlobalConf | None, instance: str
+) -> list[tuple[str, x509.Certificate]]:
     if conf is None:
         return []
     return [(tsa.url, tsa.cert) for tsa in conf.approved_tsas(instance)]
