@@ -115,7 +115,13 @@ class Runtime:
     # -- message log ---------------------------------------------------------
 
     async def log_message(self, record: LogRecord) -> int:
-        """Write a record durably; the exchange fails if this fails."""
+        """Write a record durably; the exchange fails if this fails.
+
+        Before writing, refuse when no TSA is approved, or when time-stamping
+        has been failing for longer than the acceptable period: evidence could
+        no longer be completed (message-log.md §1).
+        """
+        self.check_timestamping()
         try:
             record_id = await self.message_log.append(record, self.clock())
         except XRoadError:
@@ -124,6 +130,21 @@ class Runtime:
             raise LoggingFailed(f"message log write failed: {exc}") from exc
         self.timestamper.notify()
         return record_id
+
+    def check_timestamping(self) -> None:
+        conf = self.conf_client.current
+        if conf is not None and not conf.approved_tsas(self.settings.instance):
+            raise LoggingFailed(
+                "no timestamping authority is approved", detail="TimestamperFailed"
+            )
+        period = self.settings.timestamp_failure_period_seconds
+        failing = self.timestamper.failing_for(self.clock())
+        if period > 0 and failing > period:
+            raise LoggingFailed(
+                f"time-stamping has failed for {int(failing)} s, longer than the "
+                f"acceptable {int(period)} s: {self.timestamper.last_error}",
+                detail="TimestamperFailed",
+            )
 
 
 __all__ = ["Clock", "LogRecord", "Runtime"]

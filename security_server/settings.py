@@ -39,6 +39,9 @@ class ServerSettings:
     conf_refresh_seconds: float = 60.0
     ocsp_refresh_seconds: float = 1200.0
     timestamp_interval_seconds: float = 60.0
+    # acceptable-timestamp-failure-period (message-log.md §1): once time-stamping
+    # has failed this long, the server stops mediating traffic; 0 never stops.
+    timestamp_failure_period_seconds: float = 14400.0
     # Legacy ``GET /wsdl`` on the client proxy (metaservices.md §4.1). Off by
     # default, as in X-Road 7. Turning it on lets anyone who can reach the
     # client proxy read WSDLs on behalf of ``legacy_wsdl_client``, which must

@@ -71,6 +71,8 @@ class Timestamper:
         self.request_timeout = request_timeout
         self.records_limit = records_limit
         self.last_success: datetime | None = None
+        # When stamping started to fail, None while it works (message-log.md §1).
+        self.failing_since: datetime | None = None
         self.last_error: str | None = None
         self._wake = asyncio.Event()
         # One round at a time: a record must not be stamped twice.
@@ -146,12 +148,21 @@ class Timestamper:
                 continue
             done += 1
             self.last_success = self.clock()
+            self.failing_since = None
             self._tsa_down = False
         if not failed:
             self.last_error = None
         return done, failed
 
+    def failing_for(self, now: datetime) -> float:
+        """Seconds since time-stamping started failing; 0 while it works."""
+        if self.failing_since is None:
+            return 0.0
+        return (now - self.failing_since).total_seconds()
+
     def _fail(self, message: str) -> None:
+        if self.failing_since is None:
+            self.failing_since = self.clock()
         self.last_error = message
         log.error("timestamping failed code=%s reason=%s", TimestampError.code, message)
 
