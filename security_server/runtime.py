@@ -10,6 +10,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +48,7 @@ class Runtime:
     message_log: MessageLog
     timestamper: Timestamper
     peers: PeerClient | None = None
+    spool_dir: Path | None = None  # where bodies wait while being verified
 
     # -- global configuration ------------------------------------------------
 
