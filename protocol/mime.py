@@ -276,6 +276,283 @@ def _parse_headers(block: bytes) -> tuple[tuple[str, str], ...]:
     return tuple(headers)
 
 
+# -- incremental parsing -------------------------------------------------------
+#
+# How it works: a delimiter scanner cuts the input into the raw byte range of
+# each part (the CRLF or bare LF before a delimiter belongs to the delimiter,
+# as in parse_multipart), holding back only the bytes that could still turn out
+# to be the start of a delimiter line. A header splitter on top of it collects
+# the start of each part until the blank line and then passes body bytes on as
+# they come. Any chunking of the same input gives the same parts.
+
+MAX_PADDING = 1024  # transport padding after a delimiter (RFC 2046, 5.1.1)
+
+
+@dataclass(frozen=True, slots=True)
+class PartStart:
+    """A part begins; its headers in wire order."""
+
+    headers: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PartData:
+    """Some bytes of the current part body, in order."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PartEnd:
+    """The current part is complete."""
+
+
+@dataclass(frozen=True, slots=True)
+class MultipartDone:
+    """The close delimiter was read; everything after it is ignored."""
+
+
+MultipartEvent = PartStart | PartData | PartEnd | MultipartDone
+
+_PREAMBLE, _PART, _DONE = range(3)
+
+
+class MultipartParser:
+    """Feed a multipart body in chunks of any size; get part events back.
+
+    Holds at most about one chunk plus the delimiter length (and a header
+    block up to ``max_header_bytes``), never a whole part body.
+
+    :param lenient_end: as for :func:`parse_multipart`.
+    :raises MimeParsingFailed: broken framing, a header block over
+        ``max_header_bytes`` or more than ``max_parts`` parts.
+    """
+
+    def __init__(
+        self,
+        boundary: str,
+        *,
+        lenient_end: bool = False,
+        max_header_bytes: int = 64 * 1024,
+        max_parts: int = 1000,
+    ) -> None:
+        check_boundary(boundary)
+        self._delimiter = b"--" + boundary.encode("ascii")
+        self._lenient_end = lenient_end
+        self._max_header_bytes = max_header_bytes
+        self._max_parts = max_parts
+        self._state = _PREAMBLE
+        self._buf = bytearray()
+        self._line_start = True  # the byte before _buf[0] ends a line
+        self._parts = 0
+        self._part_fed = 0  # input bytes that went into the current part
+        self._head: bytearray | None = None  # header bytes until the blank line
+
+    @property
+    def done(self) -> bool:
+        return self._state == _DONE
+
+    def feed(self, data: bytes) -> list[MultipartEvent]:
+        """Take the next bytes of the body; return the events they complete."""
+        if self._state == _DONE or not data:
+            return []
+        self._buf += data
+        if self._state == _PART:
+            self._part_fed += len(data)
+        return self._scan(final=False)
+
+    def close(self) -> list[MultipartEvent]:
+        """Signal the end of the input; return the last events.
+
+        :raises MimeParsingFailed: the close delimiter never came.
+        """
+        if self._state == _DONE:
+            return []
+        events = self._scan(final=True)
+        if self._state == _DONE:
+            return events
+        if self._state == _PREAMBLE:
+            raise MimeParsingFailed("no multipart delimiter found")
+        if self._lenient_end and self._part_fed == 0 and self._parts > 1:
+            self._state = _DONE  # a last delimiter line with nothing after it
+            return events + [MultipartDone()]
+        raise MimeParsingFailed("multipart body ends without a close delimiter")
+
+    def _scan(self, *, final: bool) -> list[MultipartEvent]:
+        events: list[MultipartEvent] = []
+        while self._state != _DONE:
+            found = self._find_delimiter(final)
+            if isinstance(found, int):  # no delimiter yet: pass on what is safe
+                self._release(found, events)
+                return events
+            content_end, closed, next_start = found
+            self._release(content_end, events)
+            if self._state == _PART:
+                self._end_part(events)
+            del self._buf[: next_start - content_end]
+            self._line_start = True
+            if closed:
+                if self._parts == 0:
+                    raise MimeParsingFailed("multipart body has no parts")
+                self._state = _DONE
+                self._buf = bytearray()
+                events.append(MultipartDone())
+                return events
+            self._start_part()
+            if final and not self._buf and self._lenient_end:
+                if self._parts == 1:
+                    raise MimeParsingFailed("multipart body has no parts")
+                self._state = _DONE
+                self._parts -= 1
+                events.append(MultipartDone())
+        return events
+
+    def _find_delimiter(self, final: bool) -> int | tuple[int, bool, int]:
+        """Find the next delimiter line in the buffer.
+
+        Returns (end of the part content, whether it closes, index after the
+        line), or the number of leading bytes that no delimiter can touch.
+        """
+        buf, delimiter = self._buf, self._delimiter
+        safe = len(buf) if final else max(0, len(buf) - len(delimiter) - 2)
+        index = buf.find(delimiter)
+        while index != -1:
+            if (index == 0 and self._line_start) or buf[index - 1 : index] == b"\n":
+                tail = _delimiter_tail(buf, index + len(delimiter), final)
+                if tail is None:  # undecided until more data comes
+                    return min(safe, max(0, index - 2))
+                if tail is not False:
+                    closed, next_start = tail
+                    return _content_end(buf, index), closed, next_start
+            index = buf.find(delimiter, index + 1)
+        return safe
+
+    def _release(self, count: int, events: list[MultipartEvent]) -> None:
+        """Hand on the first ``count`` buffered bytes (dropped in the preamble)."""
+        if count <= 0:
+            return
+        if self._state == _PART:
+            self._part_data(bytes(self._buf[:count]), events)
+        self._line_start = self._buf[count - 1 : count] == b"\n"
+        del self._buf[:count]
+
+    def _start_part(self) -> None:
+        self._parts += 1
+        if self._parts > self._max_parts:
+            raise MimeParsingFailed(
+                f"multipart body has more than {self._max_parts} parts"
+            )
+        self._state = _PART
+        self._head = bytearray()
+        self._part_fed = len(self._buf)
+
+    def _part_data(self, data: bytes, events: list[MultipartEvent]) -> None:
+        if self._head is None:
+            events.append(PartData(data))
+            return
+        self._head += data
+        blank = _blank_line_prefix(self._head)
+        if blank is None:
+            if len(self._head) > self._max_header_bytes:
+                raise MimeParsingFailed(
+                    f"MIME header block is over {self._max_header_bytes} bytes"
+                )
+            return
+        header_end, body_start = blank
+        events.append(PartStart(_parse_headers(bytes(self._head[:header_end]))))
+        if body_start < len(self._head):
+            events.append(PartData(bytes(self._head[body_start:])))
+        self._head = None
+
+    def _end_part(self, events: list[MultipartEvent]) -> None:
+        if self._head is not None:
+            part = _parse_part(bytes(self._head))
+            events.append(PartStart(part.headers))
+            if part.body:
+                events.append(PartData(part.body))
+            self._head = None
+        events.append(PartEnd())
+
+
+def _delimiter_tail(
+    buf: bytearray, after: int, final: bool
+) -> tuple[bool, int] | bool | None:
+    """What follows ``--boundary``: (closes, next index), False if it is no
+    delimiter line, None if more input is needed to tell."""
+    if buf[after : after + 2] == b"--":
+        return True, len(buf)
+    if not final and buf[after:] in (b"", b"-"):
+        return None
+    index = after
+    while buf[index : index + 1] in (b" ", b"\t"):
+        index += 1
+    if index - after > MAX_PADDING:
+        raise MimeParsingFailed("transport padding after a delimiter is too long")
+    if buf[index : index + 2] == CRLF:
+        return False, index + 2
+    if buf[index : index + 1] == b"\n":
+        return False, index + 1
+    if index == len(buf):
+        return (False, index) if final else None
+    if buf[index : index + 1] == b"\r" and index + 1 == len(buf) and not final:
+        return None
+    return False
+
+
+def _content_end(buf: bytearray, index: int) -> int:
+    """Where the part content ends before a delimiter line at ``index``."""
+    if index == 0:
+        return 0
+    end = index - 1  # the LF
+    if end > 0 and buf[end - 1 : end] == b"\r":
+        end -= 1
+    return end
+
+
+def _blank_line_prefix(head: bytearray) -> tuple[int, int] | None:
+    """The blank line after the headers, if the bytes so far decide it."""
+    if head.startswith(CRLF):
+        return 0, 2
+    if head.startswith(b"\n"):
+        return 0, 1
+    index = head.find(b"\n")
+    while index != -1:
+        following = head[index + 1 : index + 3]
+        if following == CRLF:
+            return index + 1, index + 3
+        if following[:1] == b"\n":
+            return index + 1, index + 2
+        index = head.find(b"\n", index + 1)
+    return None
+
+
+def parse_multipart_incremental(
+    chunks: list[bytes], boundary: str, *, lenient_end: bool = False
+) -> list[MimePart]:
+    """Parse chunked input into whole parts (for tests and small messages)."""
+    parser = MultipartParser(boundary, lenient_end=lenient_end)
+    events: list[MultipartEvent] = []
+    for chunk in chunks:
+        events += parser.feed(chunk)
+    events += parser.close()
+    return collect_parts(events)
+
+
+def collect_parts(events: list[MultipartEvent]) -> list[MimePart]:
+    """Assemble events into whole parts."""
+    parts: list[MimePart] = []
+    headers: tuple[tuple[str, str], ...] = ()
+    body: list[bytes] = []
+    for event in events:
+        if isinstance(event, PartStart):
+            headers, body = event.headers, []
+        elif isinstance(event, PartData):
+            body.append(event.data)
+        elif isinstance(event, PartEnd):
+            parts.append(MimePart(headers, b"".join(body)))
+    return parts
+
+
 # -- building ----------------------------------------------------------------
 
 

@@ -171,6 +171,11 @@ def _whole_fault(data: bytes, content_type: str) -> ProxyMessage:
     return ProxyMessage(fault=data)
 
 
+def new_decoder() -> _Decoder:
+    """A decoder fed part by part, for messages parsed as they stream in."""
+    return _Decoder()
+
+
 class _Decoder:
     """Accumulates classified parts and enforces their order."""
 

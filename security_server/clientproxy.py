@@ -12,6 +12,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 from aiohttp import web
 
@@ -32,15 +33,17 @@ from protocol.errors import (
     UnknownMember,
     XRoadError,
 )
+from protocol.globalconf import GlobalConf
 from protocol.identifiers import ClientId, ServiceId
 from protocol.signature import sign_parts
 from protocol.transport import ProxyMessage
 from protocol.trust import SignedParts, verify_message_signature
 
-from . import metaservices
+from . import metaservices, spool
 from .access import header_text, log_access, note_exchange
 from .faults import as_xroad_error, rest_error_response, soap_fault_response
 from .messagelog import LogRecord
+from .peers import Reply
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -196,8 +199,25 @@ class ClientProxy:
         )
         note_exchange(request, info.query_id or "-", info.client, info.service)
         await self.rt.check_local_client(conf, info.client)
-        body = await _read_body(request)
+        body = await spool.spool_stream(
+            request.content.iter_chunked(spool.CHUNK),
+            self.rt.spool_dir,
+            self.rt.settings.max_body_bytes,
+        )
+        try:
+            return await self._rest_exchange(request, info, decoded, body, conf, now)
+        finally:
+            body.close()
 
+    async def _rest_exchange(
+        self,
+        request: web.Request,
+        info: rest.RestRequestInfo,
+        decoded: list[tuple[str, str]],
+        body: spool.Spool,
+        conf: GlobalConf,
+        now: datetime,
+    ) -> web.StreamResponse:
         request_id = str(uuid.uuid4())
         generated_id = None
         query_id = info.query_id
@@ -211,35 +231,38 @@ class ClientProxy:
             request_id,
             generated_query_id=generated_id,
         )
+        sent_body = body if body.size else None
         digests = [("/message.xml", sha512(header_part))]
-        if body:
-            digests.append(("/attachment1", sha512(body)))
+        if sent_body is not None:
+            digests.append(("/attachment1", sent_body.digest))
         signed = self._sign(info.client, digests, now)
         proxy_message = ProxyMessage(
             ocsp_responses=self.rt.auth_ocsp_responses(),
             rest_request=header_part,
-            rest_body=body or None,
             signature=signed.signature,
             hash_chain_result=signed.hash_chain_result,
             hash_chain=signed.hash_chain,
         )
         target = info.target_security_server
         target_id = target.slash() if target else None
-        outbound = self._outbound(
-            info.client,
-            info.service,
-            query_id,
-            request_id,
+        headers, source = spool.proxy_message_source(
             proxy_message,
-            {"x-road-message-type": "REST"},
-            target_id,
+            sent_body,
+            {
+                "x-proxy-version": PROXY_VERSION,
+                "x-road-request-id": request_id,
+                "x-road-message-type": "REST",
+            },
+        )
+        outbound = OutboundRequest(
+            info.client, info.service, query_id, request_id, headers, b"", target_id
         )
         await self._log(
             outbound,
             header_part,
             signed,
             response=False,
-            attachments=[body] if body else [],
+            attachments=[await self._loggable(sent_body)] if sent_body else [],
         )
 
         reply = await self.rt.peers.send(
@@ -247,33 +270,78 @@ class ClientProxy:
             info.service.provider,
             target_id,
             outbound.headers,
-            outbound.body,
+            source,
             now=now,
+            spool=(self.rt.spool_dir, self.rt.settings.max_body_bytes),
         )
-        if reply.fault is not None:
-            fault = soap.parse_fault(reply.fault)
-            raise RemoteFault(fault.code, fault.string, fault.detail or "")
-        answer = self._verify_reply(reply, info.service.provider, now)
+        try:
+            if reply.fault is not None:
+                fault = soap.parse_fault(reply.fault)
+                raise RemoteFault(fault.code, fault.string, fault.detail or "")
+            return await self._rest_answer(
+                request, outbound, reply, header_part, sent_body, now
+            )
+        finally:
+            if reply.body is not None:
+                reply.body.close()
+
+    async def _rest_answer(
+        self,
+        request: web.Request,
+        outbound: OutboundRequest,
+        reply: Reply,
+        header_part: bytes,
+        sent_body: spool.Spool | None,
+        now: datetime,
+    ) -> web.StreamResponse:
+        """Verify, check and log the answer, then stream it to the client."""
+        received = spool.ReceivedMessage(reply.message, reply.body)
+        answer = self._verify_reply(
+            reply, outbound.service.provider, now, received.part_digests()
+        )
         if answer.rest_response is None:
             raise InvalidSoap("provider answer has no REST response part")
         part = rest.parse_response_part(answer.rest_response)
-        response_body = answer.rest_body or b""
         rest.check_rest_response(
             list(part.headers),
-            client=info.client,
-            service=info.service,
-            query_id=query_id,
-            request_id=request_id,
-            request_hash=rest.rest_request_hash(header_part, body or None),
+            client=outbound.client,
+            service=outbound.service,
+            query_id=outbound.query_id,
+            request_id=outbound.request_id,
+            request_hash=rest.rest_request_hash_from_digest(
+                header_part, sent_body.digest if sent_body else None
+            ),
         )
+        answer_body = reply.body
         await self._log(
             outbound,
             answer.rest_response,
             answer_signed(answer),
             response=True,
-            attachments=[response_body] if answer.rest_body is not None else [],
+            attachments=[await self._loggable(answer_body)] if answer_body else [],
         )
-        return _rest_response(part, response_body)
+        if answer_body is None:
+            return _rest_response(part, b"")
+        response = web.StreamResponse(status=part.status)
+        for name, value in part.headers:
+            if name.lower() not in rest.FILTERED_HEADERS:
+                response.headers.add(name, value)
+        response.content_length = answer_body.size
+        await response.prepare(request)
+        async for chunk in answer_body.chunks():
+            await response.write(chunk)
+        await response.write_eof()
+        return response
+
+    async def _loggable(self, body: spool.Spool | None) -> bytes:
+        if body is None:
+            return b""
+        settings = self.rt.settings
+        return await spool.loggable_body(
+            body,
+            max_bytes=settings.max_loggable_body_bytes,
+            truncated_allowed=settings.truncated_body_allowed,
+        )
 
     # -- shared steps --------------------------------------------------------
 
@@ -316,15 +384,23 @@ class ClientProxy:
             client, service, query_id, request_id, headers, body, target
         )
 
-    def _verify_reply(self, reply, provider: ClientId, now) -> ProxyMessage:  # type: ignore[no-untyped-def]
+    def _verify_reply(  # type: ignore[no-untyped-def]
+        self,
+        reply,
+        provider: ClientId,
+        now,
+        digests: list[tuple[str, bytes]] | None = None,
+    ) -> ProxyMessage:
         answer = reply.message
         if answer.signature is None:
             raise SignatureVerificationError(
                 "provider answer is not signed", detail="MissingSignature"
             )
+        if digests is None:
+            digests = transport.part_digests(answer)
         parts = SignedParts(
             signature=answer.signature,
-            part_digests=dict(transport.part_digests(answer)),
+            part_digests=dict(digests),
             hash_chain_result=answer.hash_chain_result,
             hash_chain=answer.hash_chain,
         )

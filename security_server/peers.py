@@ -14,6 +14,7 @@ import logging
 import random
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import aiohttp
 from cryptography import x509
@@ -40,6 +41,7 @@ from protocol.trust import check_auth_certificate
 
 from . import tls
 from .ocsp import fetch_peer_ocsp
+from .spool import CHUNK, BodySource, Spool, receive_proxy_message
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,7 @@ class Reply:
     fault: bytes | None
     message: ProxyMessage
     original_content_type: str | None = None
+    body: Spool | None = None  # a streamed REST body, not yet verified
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,10 +113,17 @@ class PeerClient:
         provider: ClientId,
         target: str | None,
         headers: dict[str, str],
-        body: bytes,
+        body: bytes | BodySource,
         *,
         now: datetime,
+        spool: tuple[Path | None, int] | None = None,
     ) -> Reply:
+        """Post a message to one of the provider's servers; decode its answer.
+
+        :param body: the framed message, or a function streaming it anew.
+        :param spool: (directory, size limit) to stream the answer's REST body
+            to disk; without it the answer is read whole.
+        """
         candidates = self._candidates(conf, provider, target)
         last_error: XRoadError | None = None
         for server in candidates:
@@ -121,7 +131,7 @@ class PeerClient:
             url = f"https://{host}:{port or DEFAULT_SERVER_PROXY_PORT}/"
             token = _expected.set(_Expected(conf, provider, server, now))
             try:
-                return await self._post(url, headers, body)
+                return await self._post(url, headers, body, spool)
             except (NetworkError, SslAuthenticationFailed) as err:
                 log.warning(
                     "provider server unusable url=%s code=%s", url, err.full_code
@@ -147,19 +157,31 @@ class PeerClient:
         random.shuffle(hosting)
         return hosting
 
-    async def _post(self, url: str, headers: dict[str, str], body: bytes) -> Reply:
+    async def _post(
+        self,
+        url: str,
+        headers: dict[str, str],
+        body: bytes | BodySource,
+        spool: tuple[Path | None, int] | None,
+    ) -> Reply:
+        data = body if isinstance(body, bytes) else body()
         try:
             async with self._session.post(
-                url, data=body, headers=headers, allow_redirects=False
+                url, data=data, headers=headers, allow_redirects=False
             ) as response:
+                status = response.status
+                content_type = response.headers.get("Content-Type", "")
+                original_type = response.headers.get("x-original-content-type")
+                if spool is not None and status in (200, 500):
+                    reply = await _receive_reply(response, content_type, spool)
+                    return dataclasses.replace(
+                        reply, original_content_type=original_type
+                    )
                 payload = await read_at_most(response.content, self._max_reply)
                 if len(payload) > self._max_reply:
                     raise XRoadIOError(
                         f"answer from {url} exceeds {self._max_reply} bytes"
                     )
-                status = response.status
-                content_type = response.headers.get("Content-Type", "")
-                original_type = response.headers.get("x-original-content-type")
         except XRoadError:
             raise
         except aiohttp.ClientConnectorError as exc:
@@ -267,6 +289,44 @@ def decode_reply(status: int, content_type: str, payload: bytes) -> Reply:
         raise
     except XRoadError as err:
         raise ServiceFailed.wrap(err) from err
+
+
+async def _receive_reply(
+    response: aiohttp.ClientResponse,
+    content_type: str,
+    spool: tuple[Path | None, int],
+) -> Reply:
+    """Decode an answer as it streams in, its REST body going to a spool."""
+    try:
+        return await _receive_streamed(response, content_type, spool)
+    except ServiceFailed:
+        raise
+    except XRoadError as err:
+        raise ServiceFailed.wrap(err) from err
+
+
+async def _receive_streamed(
+    response: aiohttp.ClientResponse,
+    content_type: str,
+    spool: tuple[Path | None, int],
+) -> Reply:
+    mime_type, _ = mime.parse_content_type(content_type or "application/octet-stream")
+    if mime_type not in ("text/xml", "multipart/mixed"):
+        raise InvalidContentType(
+            f"provider security server answered with content type {mime_type!r}",
+        )
+    directory, limit = spool
+    received = await receive_proxy_message(
+        response.content.iter_chunked(CHUNK),
+        content_type,
+        directory=directory,
+        max_bytes=limit,
+    )
+    message = received.message
+    if message.fault is not None:
+        received.close()
+        return Reply(fault=message.fault, message=message)
+    return Reply(fault=None, message=message, body=received.body)
 
 
 def _decode_reply(status: int, content_type: str, payload: bytes) -> Reply:

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
@@ -47,6 +48,7 @@ class Runtime:
     message_log: MessageLog
     timestamper: Timestamper
     peers: PeerClient | None = None
+    spool_dir: Path | None = None  # where bodies wait while being verified
 
     # -- global configuration ------------------------------------------------
 

@@ -171,6 +171,8 @@ class SecurityServer:
             clock=self.clock,
             interval_seconds=settings.timestamp_interval_seconds,
         )
+        spool_dir = self.directory / "spool"
+        spool_dir.mkdir(mode=0o700, exist_ok=True)
         runtime = Runtime(
             settings=settings,
             clock=self.clock,
@@ -180,6 +182,7 @@ class SecurityServer:
             ocsp=ocsp,
             message_log=message_log,
             timestamper=timestamper,
+            spool_dir=spool_dir,
         )
         runtime.peers = PeerClient(
             auth_key=token.auth_key,

@@ -32,6 +32,7 @@ from protocol.errors import (
     MissingSignature,
     MissingSoap,
     NetworkError,
+    RequestTooLarge,
     ServiceFailed,
     ServiceType,
     SslAuthenticationFailed,
@@ -46,7 +47,7 @@ from protocol.signature import SignedMessage, sign_parts
 from protocol.transport import ProxyMessage
 from protocol.trust import SignedParts, check_auth_certificate, verify_message_signature
 
-from . import metaservices, tls
+from . import metaservices, spool, tls
 from .access import header_text, log_access, note_exchange
 from .faults import as_xroad_error, soap_fault_response
 from .messagelog import LogRecord
@@ -85,7 +86,7 @@ class ServerProxy:
         log_access("server-proxy", request, response, started)
         return response
 
-    async def _handle(self, request: web.Request) -> web.Response:
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
         if request.method != "POST":
             raise InvalidHttpMethod(
                 f"server proxy accepts POST only, not {request.method}"
@@ -97,15 +98,25 @@ class ServerProxy:
             raise SslAuthenticationFailed(
                 "client certificate is not a registered auth cert"
             )
-        body = await request.read()
         content_type = request.headers.get("Content-Type", "")
         try:
-            message = transport.decode_proxy_message(body, content_type)
+            received = await spool.receive_proxy_message(
+                request.content.iter_chunked(spool.CHUNK),
+                content_type,
+                directory=self.rt.spool_dir,
+                max_bytes=self.rt.settings.max_body_bytes,
+            )
+        except RequestTooLarge:
+            raise
         except XRoadError as err:
             raise ServiceFailed.wrap(err) from err
-        if message.rest_request is not None:
-            return await self._rest(request, message, conf, peer, now)
-        return await self._soap(request, message, conf, peer, now)
+        try:
+            message = received.message
+            if message.rest_request is not None:
+                return await self._rest(request, received, conf, peer, now)
+            return await self._soap(request, message, conf, peer, now)
+        finally:
+            received.close()
 
     # -- SOAP ----------------------------------------------------------------
 
@@ -252,11 +263,12 @@ class ServerProxy:
     async def _rest(
         self,
         request: web.Request,
-        message: ProxyMessage,
+        received: spool.ReceivedMessage,
         conf: GlobalConf,
         peer: x509.Certificate,
         now: datetime,
-    ) -> web.Response:
+    ) -> web.StreamResponse:
+        message = received.message
         assert message.rest_request is not None
         try:
             part = rest.parse_request_part(message.rest_request)
@@ -275,8 +287,11 @@ class ServerProxy:
             service = await self._authorize(
                 client, service_id, "REST", part.method, service_path, conf
             )
-        signed_request = self._verify_request(message, client, conf, now)
-        body = message.rest_body
+        signed_request = self._verify_request(
+            message, client, conf, now, received.part_digests()
+        )
+        body = received.body
+        has_body = body is not None and body.size > 0
         await self._log(
             client,
             service_id,
@@ -285,30 +300,69 @@ class ServerProxy:
             message.rest_request,
             signed_request,
             response=False,
-            attachments=[body] if body else [],
+            attachments=[await self._loggable(body)] if has_body else [],
             request_id=request_id,
         )
 
-        if is_meta:
-            status, reason, headers, answer = await metaservices.answer_rest(
-                self.rt, self.services, client, service_id, part.query, conf
+        answer: spool.Spool | None = None
+        try:
+            if is_meta:
+                status, reason, headers, small = await metaservices.answer_rest(
+                    self.rt, self.services, client, service_id, part.query, conf
+                )
+                if small is not None:
+                    answer = spool.Spool(self.rt.spool_dir, len(small) + 1)
+                    await answer.write(small)
+            else:
+                status, reason, headers, answer = await self._call_rest(
+                    service, part, service_path, body
+                )
+            return await self._rest_reply(
+                request,
+                received,
+                (status, reason, headers, answer),
+                client=client,
+                service_id=service_id,
+                query_id=query_id,
+                request_id=request_id,
+                now=now,
             )
-        else:
-            status, reason, headers, answer = await self._call_rest(
-                service, part, service_path, body
-            )
+        finally:
+            if answer is not None:
+                answer.close()
+
+    async def _rest_reply(
+        self,
+        request: web.Request,
+        received: spool.ReceivedMessage,
+        answer: tuple[int, str, list[tuple[str, str]], spool.Spool | None],
+        *,
+        client: ClientId,
+        service_id: ServiceId,
+        query_id: str,
+        request_id: str,
+        now: datetime,
+    ) -> web.StreamResponse:
+        """Sign, log and stream back the service's answer (transport.md §8)."""
+        status, reason, headers, body = answer
+        rest_request = received.message.rest_request
+        assert rest_request is not None
+        request_body = received.body
         response_headers = rest.response_headers_for_client(
             headers,
             client=client,
             service=service_id,
             query_id=query_id,
             request_id=request_id,
-            request_hash=rest.rest_request_hash(message.rest_request, body),
+            request_hash=rest.rest_request_hash_from_digest(
+                rest_request,
+                request_body.digest if request_body and request_body.size else None,
+            ),
         )
         response_part = rest.build_response_part(status, reason, response_headers)
         digests = [("/message.xml", sha512(response_part))]
-        if answer is not None:
-            digests.append(("/attachment1", sha512(answer)))
+        if body is not None:
+            digests.append(("/attachment1", body.digest))
         signed = self._sign(service_id.provider, digests, now)
         await self._log(
             client,
@@ -318,30 +372,49 @@ class ServerProxy:
             response_part,
             signed,
             response=True,
-            attachments=[answer] if answer is not None else [],
+            attachments=[await self._loggable(body)] if body is not None else [],
             request_id=request_id,
         )
         reply = ProxyMessage(
             ocsp_responses=[],
             rest_response=response_part,
-            rest_body=answer,
             signature=signed.signature,
             hash_chain_result=signed.hash_chain_result,
             hash_chain=signed.hash_chain,
         )
-        return _multipart(reply, {"x-road-message-type": "REST"})
+        http_headers, source = spool.proxy_message_source(
+            reply, body, {"x-road-message-type": "REST"}
+        )
+        response = web.StreamResponse(headers=http_headers)
+        await response.prepare(request)
+        async for chunk in source():
+            await response.write(chunk)
+        await response.write_eof()
+        return response
+
+    async def _loggable(self, body: spool.Spool | None) -> bytes:
+        if body is None:
+            return b""
+        settings = self.rt.settings
+        return await spool.loggable_body(
+            body,
+            max_bytes=settings.max_loggable_body_bytes,
+            truncated_allowed=settings.truncated_body_allowed,
+        )
 
     async def _call_rest(
         self,
         service: ServiceConfig,
         part: rest.RestRequestPart,
         service_path: str,
-        body: bytes | None,
-    ) -> tuple[int, str, list[tuple[str, str]], bytes | None]:
+        body: spool.Spool | None,
+    ) -> tuple[int, str, list[tuple[str, str]], spool.Spool | None]:
         # The path and query go exactly as the client wrote them: no
         # re-encoding, no dot-segment resolution (rest-message.md §1, §7).
         url = yarl.URL(_join_url(service.url, service_path, part.query), encoded=True)
-        data = body if part.method in ENTITY_METHODS else None
+        data = None
+        if part.method in ENTITY_METHODS and body is not None:
+            data = body.chunks() if body.size else b""
         sent = {name.lower() for name, _ in part.headers}
         # Nothing is added that the client did not send (rest-message.md §2).
         skip = {h for h in ("Content-Type", "Accept") if h.lower() not in sent}
@@ -355,20 +428,26 @@ class ServerProxy:
                 allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(total=service.timeout),
             ) as response:
-                payload = await response.read()
+                answer = await spool.spool_stream(
+                    response.content.iter_chunked(spool.CHUNK),
+                    self.rt.spool_dir,
+                    self.rt.settings.max_body_bytes,
+                )
                 headers = [
                     (header_text(k), header_text(v)) for k, v in response.raw_headers
                 ]
                 has_entity = part.method != "HEAD" and (
-                    bool(payload)
+                    answer.size > 0
                     or "Content-Length" in response.headers
                     or "Content-Type" in response.headers
                 )
+                if not has_entity:
+                    answer.close()
                 return (
                     response.status,
                     response.reason or "",
                     headers,
-                    (payload if has_entity else None),
+                    (answer if has_entity else None),
                 )
         except TimeoutError as exc:
             raise XRoadIOError("service timed out") from exc
@@ -426,13 +505,20 @@ class ServerProxy:
         return service
 
     def _verify_request(
-        self, message: ProxyMessage, client: ClientId, conf: GlobalConf, now: datetime
+        self,
+        message: ProxyMessage,
+        client: ClientId,
+        conf: GlobalConf,
+        now: datetime,
+        digests: list[tuple[str, bytes]] | None = None,
     ) -> SignedMessage:
         if message.signature is None:
             raise MissingSignature("request is not signed")
+        if digests is None:
+            digests = transport.part_digests(message)
         parts = SignedParts(
             signature=message.signature,
-            part_digests=dict(transport.part_digests(message)),
+            part_digests=dict(digests),
             hash_chain_result=message.hash_chain_result,
             hash_chain=message.hash_chain,
         )

@@ -31,6 +31,12 @@ class ServerSettings:
     ports: Ports = field(default_factory=Ports)
     # Limits on what comes from outside.
     max_body_bytes: int = 50 * 1024 * 1024
+    # REST bodies are logged up to this size (message-log.md §2,
+    # ``max-loggable-message-body-size``); a larger body fails the exchange
+    # unless ``truncated_body_allowed``. Allowing truncation means the log no
+    # longer holds the whole signed body, so its signature cannot be rechecked.
+    max_loggable_body_bytes: int = 10 * 1024 * 1024
+    truncated_body_allowed: bool = False
     max_header_line_bytes: int = 8190  # request line and each header field
     max_header_count: int = 128
     service_timeout_seconds: float = 60.0
