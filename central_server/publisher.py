@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import enum
 import json
 import os
 import re
@@ -59,6 +60,20 @@ class SigningKeyMissing(PublisherError):
     code: ClassVar[str] = "SigningKeyMissing"
 
 
+class UnknownSigningKey(PublisherError, ValueError):
+    code: ClassVar[str] = "UnknownSigningKey"
+
+
+class SigningKeyInUse(PublisherError, ValueError):
+    code: ClassVar[str] = "SigningKeyInUse"  # the active key cannot be retired
+
+
+class SigningKeyStatus(enum.Enum):
+    ACTIVE = "active"  # signs every directory published now
+    STANDBY = "standby"  # published for verification, not signing yet
+    RETIRED = "retired"  # no longer published anywhere
+
+
 @dataclass(frozen=True, slots=True)
 class ConfSigningKey:
     key_id: str
@@ -66,20 +81,44 @@ class ConfSigningKey:
     cert: x509.Certificate
 
 
+@dataclass(frozen=True, slots=True)
+class SigningKeyInfo:
+    """One line of the key listing: the key's id, status and certificate."""
+
+    key_id: str
+    status: SigningKeyStatus
+    cert: x509.Certificate
+
+
 class ConfSigningKeys:
     """The configuration signing keys of the internal source in ``<dir>/confkeys/``.
 
     Layout: ``<key_id>.key.pem`` (mode 0600), ``<key_id>.cert.pem`` and
-    ``keys.json`` listing the key ids and the active one.
+    ``keys.json`` listing the published key ids, the active one and the
+    retired ones.
+
+    Rotation (global-configuration.md §10): :meth:`add` a standby key, whose
+    certificate is published at once (anchor and shared parameters); once the
+    security servers have downloaded it, :meth:`activate` it; later
+    :meth:`retire` the old key. Each change rewrites ``keys.json`` atomically,
+    and :func:`generate` re-reads it, so a running central server follows
+    changes made from the command line.
     """
 
-    # TODO(#4): rotation -- add a standby key, publish its certificate, then activate.
     # TODO(#4): keys are stored unencrypted; encrypt them with the token PIN.
 
-    def __init__(self, path: Path, keys: tuple[ConfSigningKey, ...], active_id: str):
+    def __init__(
+        self,
+        path: Path,
+        keys: tuple[ConfSigningKey, ...],
+        active_id: str,
+        retired: tuple[str, ...] = (),
+    ):
         self.path = path
         self._keys = keys
         self._active_id = active_id
+        self._retired = retired
+        self._index_bytes: bytes | None = None
 
     @classmethod
     def create(cls, dir: Path, instance: str, now: dt.datetime) -> ConfSigningKeys:
@@ -88,35 +127,47 @@ class ConfSigningKeys:
         if (path / "keys.json").exists():
             raise PublisherError(f"signing keys already exist in {str(path)!r}")
         path.mkdir(parents=True, exist_ok=True)
-        key = rsa.generate_private_key(public_exponent=65537, key_size=_KEY_SIZE)
-        cert = _self_signed(key, instance, now)
-        key_id = cert.fingerprint(hashes.SHA256()).hex()[:16]
-        key_pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        write_private(path / f"{key_id}.key.pem", key_pem, exclusive=True)
-        cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-        (path / f"{key_id}.cert.pem").write_bytes(cert_pem)
-        index = {"keys": [key_id], "active": key_id}
-        write_atomic(path / "keys.json", json.dumps(index).encode())
-        return cls(path, (ConfSigningKey(key_id, key, cert),), key_id)
+        first = _new_key(path, instance, now)
+        keys = cls(path, (first,), first.key_id)
+        keys._save()
+        return keys
 
     @classmethod
     def open(cls, dir: Path) -> ConfSigningKeys:
-        path = Path(dir) / KEYS_DIR
+        keys = cls(Path(dir) / KEYS_DIR, (), "")
+        keys.reload()
+        return keys
+
+    def reload(self) -> None:
+        """Re-read ``keys.json`` (and new key files) if it changed on disk.
+
+        :raises SigningKeyMissing: the index or a key file is unreadable.
+        """
         try:
-            index = json.loads((path / "keys.json").read_text())
-            keys = tuple(_load_key(path, key_id) for key_id in index["keys"])
-            active_id = index["active"]
+            raw = (self.path / "keys.json").read_bytes()
+        except OSError as exc:
+            raise SigningKeyMissing(
+                f"cannot read signing keys in {str(self.path)!r}"
+            ) from exc
+        if raw == self._index_bytes:
+            return
+        try:
+            index = json.loads(raw)
+            loaded = {k.key_id: k for k in self._keys}
+            keys = tuple(
+                loaded.get(key_id) or _load_key(self.path, key_id)
+                for key_id in index["keys"]
+            )
+            active_id = str(index["active"])
+            retired = tuple(str(r) for r in index.get("retired", ()))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise SigningKeyMissing(
-                f"cannot read signing keys in {str(path)!r}"
+                f"cannot read signing keys in {str(self.path)!r}"
             ) from exc
         if active_id not in {k.key_id for k in keys}:
             raise SigningKeyMissing(f"active signing key {active_id!r} is missing")
-        return cls(path, keys, active_id)
+        self._keys, self._active_id, self._retired = keys, active_id, retired
+        self._index_bytes = raw
 
     def active(self) -> ConfSigningKey:
         """The key that signs directories now."""
@@ -125,6 +176,88 @@ class ConfSigningKeys:
     def verification_certs(self) -> tuple[x509.Certificate, ...]:
         """Certificates of all keys, active and standby (they all go in the anchor)."""
         return tuple(k.cert for k in self._keys)
+
+    def listing(self) -> tuple[SigningKeyInfo, ...]:
+        """Every key ever made here, published ones first."""
+        infos = [
+            SigningKeyInfo(
+                k.key_id,
+                SigningKeyStatus.ACTIVE
+                if k.key_id == self._active_id
+                else SigningKeyStatus.STANDBY,
+                k.cert,
+            )
+            for k in self._keys
+        ]
+        for key_id in self._retired:
+            cert = _load_cert(self.path, key_id)
+            infos.append(SigningKeyInfo(key_id, SigningKeyStatus.RETIRED, cert))
+        return tuple(infos)
+
+    def add(self, instance: str, now: dt.datetime) -> ConfSigningKey:
+        """Make a standby key; its certificate is published from now on."""
+        self.reload()
+        key = _new_key(self.path, instance, now)
+        self._keys = (*self._keys, key)
+        self._save()
+        return key
+
+    def activate(self, key_id: str) -> ConfSigningKey:
+        """Sign with ``key_id`` from the next publication on.
+
+        Activate only once the security servers have downloaded a
+        configuration listing the key (§10); until then they cannot verify.
+        """
+        self.reload()
+        key = self._published(key_id)
+        self._active_id = key.key_id
+        self._save()
+        return key
+
+    def retire(self, key_id: str) -> None:
+        """Stop publishing a standby key's certificate; its files stay on disk."""
+        self.reload()
+        key = self._published(key_id)
+        if key.key_id == self._active_id:
+            raise SigningKeyInUse(
+                f"signing key {key_id!r} is active; activate another one first"
+            )
+        self._keys = tuple(k for k in self._keys if k.key_id != key.key_id)
+        self._retired = (*self._retired, key.key_id)
+        self._save()
+
+    def _published(self, key_id: str) -> ConfSigningKey:
+        for key in self._keys:
+            if key.key_id == key_id:
+                return key
+        state = "retired" if key_id in self._retired else "unknown"
+        raise UnknownSigningKey(f"signing key {key_id!r} is {state}")
+
+    def _save(self) -> None:
+        index = {
+            "keys": [k.key_id for k in self._keys],
+            "active": self._active_id,
+            "retired": list(self._retired),
+        }
+        raw = json.dumps(index).encode()
+        write_atomic(self.path / "keys.json", raw)
+        self._index_bytes = raw
+
+
+def _new_key(path: Path, instance: str, now: dt.datetime) -> ConfSigningKey:
+    """Generate a key pair and its certificate and write both under ``path``."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=_KEY_SIZE)
+    cert = _self_signed(key, instance, now)
+    key_id = cert.fingerprint(hashes.SHA256()).hex()[:16]
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    write_private(path / f"{key_id}.key.pem", key_pem, exclusive=True)
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    (path / f"{key_id}.cert.pem").write_bytes(cert_pem)
+    return ConfSigningKey(key_id, key, cert)
 
 
 def _self_signed(
@@ -171,8 +304,11 @@ def _load_key(path: Path, key_id: str) -> ConfSigningKey:
     )
     if not isinstance(key, rsa.RSAPrivateKey):
         raise SigningKeyMissing(f"signing key {key_id!r} is not an RSA key")
-    cert = x509.load_pem_x509_certificate((path / f"{key_id}.cert.pem").read_bytes())
-    return ConfSigningKey(key_id, key, cert)
+    return ConfSigningKey(key_id, key, _load_cert(path, key_id))
+
+
+def _load_cert(path: Path, key_id: str) -> x509.Certificate:
+    return x509.load_pem_x509_certificate((path / f"{key_id}.cert.pem").read_bytes())
 
 
 # -- files --------------------------------------------------------------------
@@ -236,6 +372,7 @@ def generate(
 
     Blocking (database and files): adapters run it in a worker thread.
     """
+    keys.reload()  # follow a rotation made by another process (the CLI)
     settings = registry.settings()
     if settings.central_server_address is None:
         raise IncompleteRegistry("the central server address is not configured")
@@ -300,6 +437,7 @@ def export_anchor(
         raise PublisherError(
             f"anchor base URL must start with http://, got {base_url!r}"
         )
+    keys.reload()
     url = base_url.rstrip("/") + "/internalconf"
     anchor = ConfigurationAnchor(
         instance=registry.instance,

@@ -29,6 +29,7 @@ from protocol.errors import XRoadError
 from protocol.identifiers import ClientId, SecurityServerId, ServiceId, check_strict
 
 if TYPE_CHECKING:
+    from central_server.ca import IssuedCertificate
     from security_server.settings import ServerSettings
 
 PIN_ENV = "XGATE_PIN"
@@ -347,6 +348,122 @@ def central_publish(directory: Path) -> None:
             registry, ConfSigningKeys.open(directory), directory / CONF_DIR, now()
         )
     click.echo(f"global configuration published: {path}")
+
+
+_REASONS = [
+    r.value for r in x509.ReasonFlags if r is not x509.ReasonFlags.remove_from_crl
+]
+
+
+def _serial(text: str) -> int:
+    """A serial as the CLI prints it: hexadecimal, with or without ``0x``."""
+    try:
+        return int(text.removeprefix("0x").removeprefix("0X"), 16)
+    except ValueError:
+        raise click.BadParameter(
+            f"expected a hexadecimal serial, got {text!r}"
+        ) from None
+
+
+@central.command("cert-revoke")
+@dir_option
+@click.argument("serial")
+@click.option(
+    "--reason", type=click.Choice(_REASONS), default="unspecified", show_default=True
+)
+def central_cert_revoke(directory: Path, serial: str, reason: str) -> None:
+    """Revoke an issued certificate (SERIAL in hex); OCSP answers revoked at once."""
+    from central_server.ca import CertificateAuthority
+    from central_server.service import CA_DIR
+
+    number = _serial(serial)
+    with coded_errors():
+        ca = CertificateAuthority.open(directory / CA_DIR)
+        ca.revoke(number, now(), x509.ReasonFlags(reason))
+        record = ca.status(number)
+    revoked_at = record.revoked_at.isoformat() if record and record.revoked_at else "?"
+    click.echo(f"certificate serial {number:x} revoked at {revoked_at} ({reason})")
+
+
+@central.command("cert-list")
+@dir_option
+def central_cert_list(directory: Path) -> None:
+    """List issued certificates: serial, kind, status, not after, subject."""
+    from central_server.service import CA_DIR
+
+    with coded_errors():
+        records = _issued(directory / CA_DIR)
+    for record in records:
+        status = record.status.value
+        if record.revoked_at is not None:
+            status += f" {record.revoked_at.isoformat()}"
+        click.echo(
+            f"{record.serial:x}\t{record.kind}\t{status}"
+            f"\t{record.not_after.date().isoformat()}\t{record.subject}"
+        )
+
+
+def _issued(ca_dir: Path) -> list[IssuedCertificate]:
+    import sqlite_utils
+
+    from central_server.ca import DATABASE, TABLE, CertificateAuthority
+
+    ca = CertificateAuthority.open(ca_dir)
+    # FIXME(#4): CertificateAuthority has no listing method; read the serials
+    # from its table and take every record through the public status().
+    db = sqlite_utils.Database(ca_dir / DATABASE)
+    try:
+        serials = [int(str(row["serial"])) for row in db[TABLE].rows]
+    finally:
+        db.conn.close()
+    records = [ca.status(serial) for serial in serials]
+    return sorted(
+        (r for r in records if r is not None), key=lambda r: (r.not_before, r.serial)
+    )
+
+
+@central.command("signing-key-add")
+@dir_option
+def central_signing_key_add(directory: Path) -> None:
+    """Add a standby configuration signing key (global-configuration.md §10)."""
+    from central_server.publisher import ConfSigningKeys
+    from central_server.service import read_config
+
+    with coded_errors():
+        instance = read_config(directory)["instance"]
+        key = ConfSigningKeys.open(directory).add(instance, now())
+    click.echo(f"standby signing key {key.key_id} added")
+    click.echo(
+        "publish, let the security servers download, then run signing-key-activate;"
+        " export a new anchor for servers that join later"
+    )
+
+
+@central.command("signing-key-activate")
+@dir_option
+@click.argument("key_id")
+def central_signing_key_activate(directory: Path, key_id: str) -> None:
+    """Sign the global configuration with KEY_ID from the next publication on."""
+    from central_server.publisher import ConfSigningKeys
+
+    with coded_errors():
+        key = ConfSigningKeys.open(directory).activate(key_id)
+    click.echo(f"signing key {key.key_id} is active")
+
+
+@central.command("signing-key-list")
+@dir_option
+def central_signing_key_list(directory: Path) -> None:
+    """List the configuration signing keys: id, status, certificate SHA-256."""
+    from cryptography.hazmat.primitives import hashes
+
+    from central_server.publisher import ConfSigningKeys
+
+    with coded_errors():
+        infos = ConfSigningKeys.open(directory).listing()
+    for info in infos:
+        digest = info.cert.fingerprint(hashes.SHA256()).hex()
+        click.echo(f"{info.key_id}\t{info.status.value}\t{digest}")
 
 
 # -- timestamping authority --------------------------------------------------------

@@ -32,6 +32,7 @@ from protocol.ocsp import (
     DEFAULT_FRESHNESS_SECONDS,
     OCSP_REQUEST_TYPE,
     OCSP_RESPONSE_TYPE,
+    CertValidationError,
     build_ocsp_request,
     verify_ocsp_response,
 )
@@ -245,6 +246,16 @@ class OCSPCache:
                     freshness_seconds=conf.ocsp_freshness_seconds,
                     responder_certs=conf.ocsp_responder_certs(conf.own_instance),
                 )
+            except CertValidationError as err:
+                # A verified answer that is not "good": the certificate must
+                # not be used any more, so the earlier good answer goes too.
+                self._forget(target.cert)
+                log.error(
+                    "certificate no longer good serial=%x status=%s",
+                    target.cert.serial_number,
+                    err.status,
+                )
+                return False
             except XRoadError as err:
                 log.warning(
                     "ocsp response rejected url=%s serial=%x code=%s: %s",
@@ -327,6 +338,15 @@ class OCSPCache:
             tmp.replace(path)
         except OSError as exc:
             log.warning("ocsp cache file not written path=%s error=%r", path, exc)
+
+    def _forget(self, cert: x509.Certificate) -> None:
+        key = pki.cert_sha256_hex(cert)
+        entry = self._by_sha256.pop(key, None)
+        if entry is None:
+            return
+        self._sha1_to_sha256.pop(entry.sha1_hex, None)
+        if self._cache_dir is not None:
+            (self._cache_dir / f"{key}.{entry.sha1_hex}.der").unlink(missing_ok=True)
 
     def _prune(self, keep: set[str], now: datetime, freshness: int) -> None:
         # Only stale leftovers go: a momentarily empty certificate list (token

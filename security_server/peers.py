@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import random
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import aiohttp
@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 DEFAULT_SERVER_PROXY_PORT = 5500
 DEFAULT_OCSP_PORT = 5577
 MAX_OCSP_BYTES = 64 * 1024
+PEER_OCSP_REUSE = timedelta(seconds=300)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +91,8 @@ class PeerClient:
         max_reply_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self._max_reply = max_reply_bytes
-        self._ocsp_cache: dict[str, bytes] = {}
+        # Peer certificate (SHA-256 hex) -> when its OCSP response was fetched, and it.
+        self._ocsp_cache: dict[str, tuple[datetime, bytes]] = {}
         self._plain = plain_session
         context = tls.client_context(auth_key, auth_chain)
         connector = tls.CheckingConnector(
@@ -201,7 +203,13 @@ class PeerClient:
         expected = _expected.get()
         cert = x509.load_der_x509_certificate(leaf_der)
         key = pki.cert_sha256_hex(cert)
-        cached = self._ocsp_cache.get(key)
+        cached = None
+        if key in self._ocsp_cache:
+            fetched_at, response = self._ocsp_cache[key]
+            # Re-fetch now and then, so that a revocation is noticed well
+            # before the cached answer's freshness runs out.
+            if expected.now - fetched_at < PEER_OCSP_REUSE:
+                cached = response
         try:
             server = await self._judge_peer(cert, cached, expected)
         except SslAuthenticationFailed:
@@ -223,7 +231,7 @@ class PeerClient:
         """Check the peer's certificate with a cached or a freshly fetched OCSP response."""
         if response is None:
             response = await self._fetch_peer_ocsp(cert, expected)
-            self._ocsp_cache[pki.cert_sha256_hex(cert)] = response
+            self._ocsp_cache[pki.cert_sha256_hex(cert)] = (expected.now, response)
         return check_auth_certificate(
             cert,
             ocsp_responses=[response],
