@@ -821,5 +821,13 @@ def _load_cert(data: bytes) -> x509.Certificate:
     return load_certificate(data)
 
 
+def _register_groups() -> None:
+    from cli.log import log
+
+    main.add_command(log)
+
+
+_register_groups()
+
 if __name__ == "__main__":
     main()
