@@ -1,4 +1,4 @@
-"""Net: SOAP packages (soap-message.md §7-§9) read and written with spooled attachments.
+"""Net: SOAP packages (soap-message.md §7-§9) with attachments spooled to disk.
 
 A ``multipart/related`` package is parsed as it streams in: the SOAP part is
 kept in memory, every attachment goes to a spool of its own while it is
