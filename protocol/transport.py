@@ -26,7 +26,13 @@ from .errors import (
     MissingSoap,
     XRoadIOError,
 )
-from .mime import MimePart, build_multipart, parse_content_type, parse_multipart
+from .mime import (
+    MimePart,
+    build_multipart,
+    check_boundary,
+    parse_content_type,
+    parse_multipart,
+)
 from .soap import SOAP_CONTENT_TYPES, SoapFault, SoapMessage, parse_soap
 
 # Part types (transport.md §6, §8).
@@ -240,13 +246,25 @@ class _Decoder:
             self.values["soap"] = part
             self.values["soap_message"] = parsed
 
-    def _attachments(self, part: MimePart) -> None:
+    def add_attachment_frame(self, part: MimePart) -> str:
+        """Accept the nested attachment multipart by its headers alone.
+
+        For a streaming reader that keeps the attachments itself; returns the
+        nested boundary. ``attachments`` of the result stays empty.
+        """
+        if self.finished:
+            raise InvalidMessage("no part may follow the signature or the fault")
         self._require_kind(("soap",), "attachments")
         self._advance(_CONTENT, "attachments")
         _, params = parse_content_type(part.content_type)
         boundary = params.get("boundary")
         if not boundary:
             raise MimeParsingFailed("attachment multipart has no boundary")
+        check_boundary(boundary)
+        return boundary
+
+    def _attachments(self, part: MimePart) -> None:
+        boundary = self.add_attachment_frame(part)
         attachments = parse_multipart(part.body, boundary)
         for attachment in attachments:
             if attachment.content_type is None:

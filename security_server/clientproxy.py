@@ -27,7 +27,6 @@ from protocol.errors import (
     InvalidSoap,
     MissingSoap,
     RemoteFault,
-    RequestTooLarge,
     ServiceFailed,
     SignatureVerificationError,
     UnknownMember,
@@ -39,7 +38,7 @@ from protocol.signature import sign_parts
 from protocol.transport import ProxyMessage
 from protocol.trust import SignedParts, verify_message_signature
 
-from . import metaservices, spool
+from . import attachments, metaservices, spool
 from .access import header_text, log_access, note_exchange
 from .faults import as_xroad_error, rest_error_response, soap_fault_response
 from .messagelog import LogRecord
@@ -101,7 +100,7 @@ class ClientProxy:
 
     # -- SOAP ----------------------------------------------------------------
 
-    async def _soap(self, request: web.Request) -> web.Response:
+    async def _soap(self, request: web.Request) -> web.StreamResponse:
         if request.method != "POST":
             raise InvalidHttpMethod(
                 f"SOAP requests must use POST, not {request.method}"
@@ -116,13 +115,34 @@ class ClientProxy:
             raise InvalidContentType(f"unsupported content type {mime_type!r}")
         soap_action = request.headers.get("SOAPAction")
         soap.check_soap_action(soap_action)
-        body = await _read_body(request)
+        package = await attachments.receive_soap_package(
+            request.content.iter_chunked(spool.CHUNK),
+            content_type,
+            directory=self.rt.spool_dir,
+            max_bytes=self.rt.settings.max_body_bytes,
+        )
+        try:
+            return await self._soap_exchange(
+                request, package, content_type, soap_action, conf, now
+            )
+        finally:
+            package.close()
 
-        message, soap_part, attachments = soap.parse_soap_package(body, content_type)
+    async def _soap_exchange(
+        self,
+        request: web.Request,
+        package: attachments.SoapPackage,
+        content_type: str,
+        soap_action: str | None,
+        conf: GlobalConf,
+        now: datetime,
+    ) -> web.StreamResponse:
+        message = package.parsed
         if isinstance(message, soap.SoapFault):
             raise InvalidSoap("a SOAP fault is not a request")
-        if soap_part is None:
-            soap_part = mime.MimePart((("content-type", content_type),), body)
+        soap_part = package.soap_part or mime.MimePart(
+            (("content-type", content_type),), package.raw
+        )
         raw = soap_part.body
         header = message.header
         note_exchange(request, header.query_id, header.client, header.service)
@@ -130,25 +150,35 @@ class ClientProxy:
         target = header.security_server
 
         request_id = str(uuid.uuid4())
-        signed = self._sign(header.client, _soap_digests(raw, attachments), now)
+        digests = [("/message.xml", sha512(raw))] + [
+            (f"/attachment{index}", part.body.digest)
+            for index, part in enumerate(package.attachments, start=1)
+        ]
+        signed = self._sign(header.client, digests, now)
         proxy_message = ProxyMessage(
             ocsp_responses=self.rt.auth_ocsp_responses(),
             soap=soap_part,
-            attachments=attachments,
             signature=signed.signature,
             hash_chain_result=signed.hash_chain_result,
             hash_chain=signed.hash_chain,
         )
-        extra = {"x-original-content-type": content_type}
+        extra = {
+            "x-proxy-version": PROXY_VERSION,
+            "x-road-request-id": request_id,
+            "x-original-content-type": content_type,
+        }
         if soap_action is not None:
             extra["x-original-soapaction"] = soap_action
-        outbound = self._outbound(
+        headers, source = spool.proxy_message_source(
+            proxy_message, None, extra, package.attachments
+        )
+        outbound = OutboundRequest(
             header.client,
             header.service,
             header.query_id,
             request_id,
-            proxy_message,
-            extra,
+            headers,
+            b"",
             target.slash() if target else None,
         )
         # SOAP attachments are covered by a hash chain and not kept in the
@@ -160,12 +190,31 @@ class ClientProxy:
             header.service.provider,
             outbound.target,
             outbound.headers,
-            outbound.body,
+            source,
             now=now,
+            spool=(self.rt.spool_dir, self.rt.settings.max_body_bytes),
         )
-        if reply.fault is not None:
-            return _verbatim_fault(reply.fault)
-        answer = self._verify_reply(reply, header.service.provider, now)
+        try:
+            if reply.fault is not None:
+                return _verbatim_fault(reply.fault)
+            return await self._soap_answer(request, outbound, reply, header, raw, now)
+        finally:
+            reply.close()
+
+    async def _soap_answer(
+        self,
+        request: web.Request,
+        outbound: OutboundRequest,
+        reply: Reply,
+        header: soap.SoapHeader,
+        raw: bytes,
+        now: datetime,
+    ) -> web.StreamResponse:
+        """Verify, check and log the answer, then stream it to the client."""
+        received = spool.ReceivedMessage(reply.message, reply.body, reply.attachments)
+        answer = self._verify_reply(
+            reply, header.service.provider, now, received.part_digests()
+        )
         answer_part = answer.soap
         if answer_part is None:
             raise ServiceFailed.wrap(MissingSoap("provider answer has no SOAP part"))
@@ -183,8 +232,8 @@ class ClientProxy:
         await self._log(
             outbound, answer_part.body, answer_signed(answer), response=True
         )
-        return _soap_answer(
-            answer_part, answer.attachments, reply.original_content_type
+        return await _soap_response(
+            request, answer_part, reply.attachments, reply.original_content_type
         )
 
     # -- REST ----------------------------------------------------------------
@@ -360,30 +409,6 @@ class ClientProxy:
             signing_time=now,
         )
 
-    def _outbound(
-        self,
-        client: ClientId,
-        service: ServiceId,
-        query_id: str,
-        request_id: str,
-        message: ProxyMessage,
-        extra_headers: dict[str, str],
-        target: str | None,
-    ) -> OutboundRequest:
-        boundary = transport.random_boundary(uuid.uuid4().bytes + uuid.uuid4().bytes)
-        att_boundary = "xatt" + uuid.uuid4().hex
-        body = transport.encode_proxy_message(message, boundary, att_boundary)
-        headers = {
-            "Content-Type": f"multipart/mixed; charset=UTF-8; boundary={boundary}",
-            "x-hash-algorithm": "SHA-512",
-            "x-proxy-version": PROXY_VERSION,
-            "x-road-request-id": request_id,
-            **extra_headers,
-        }
-        return OutboundRequest(
-            client, service, query_id, request_id, headers, body, target
-        )
-
     def _verify_reply(  # type: ignore[no-untyped-def]
         self,
         reply,
@@ -449,33 +474,28 @@ def answer_signed(answer: ProxyMessage) -> _AnswerSignature:
     )
 
 
-async def _read_body(request: web.Request) -> bytes:
-    try:
-        return await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        limit = request.app._client_max_size  # the limit this proxy was built with
-        raise RequestTooLarge(f"request body is larger than {limit} bytes") from None
+async def _soap_response(
+    request: web.Request,
+    part: mime.MimePart,
+    parts: list[spool.SpooledPart],
+    original_type: str | None,
+) -> web.StreamResponse:
+    """The answer as the service gave it: plain SOAP, or re-framed multipart.
 
-
-def _soap_digests(
-    raw: bytes, attachments: list[mime.MimePart]
-) -> list[tuple[str, bytes]]:
-    """What a SOAP message's signature covers (transport.md §7.1)."""
-    digests = [("/message.xml", sha512(raw))]
-    for index, attachment in enumerate(attachments, start=1):
-        digests.append((f"/attachment{index}", sha512(attachment.body)))
-    return digests
-
-
-def _soap_answer(
-    part: mime.MimePart, attachments: list[mime.MimePart], original_type: str | None
-) -> web.Response:
-    """The answer as the service gave it: plain SOAP, or re-framed multipart."""
+    A multipart answer is framed again with the service's own boundary, its
+    attachments streamed from their spools.
+    """
     if original_type:
         mime_type, params = mime.parse_content_type(original_type)
         if mime_type == MULTIPART_RELATED and params.get("boundary"):
-            body = mime.build_multipart([part, *attachments], params["boundary"])
-            return web.Response(body=body, headers={"Content-Type": original_type})
+            length, source = attachments.package_source(part, parts, params["boundary"])
+            response = web.StreamResponse(headers={"Content-Type": original_type})
+            response.content_length = length
+            await response.prepare(request)
+            async for chunk in source():
+                await response.write(chunk)
+            await response.write_eof()
+            return response
     return web.Response(
         body=part.body, headers={"Content-Type": "text/xml; charset=UTF-8"}
     )

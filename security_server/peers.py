@@ -41,7 +41,14 @@ from protocol.trust import check_auth_certificate
 
 from . import tls
 from .ocsp import fetch_peer_ocsp
-from .spool import CHUNK, BodySource, Spool, receive_proxy_message
+from .spool import (
+    CHUNK,
+    BodySource,
+    Spool,
+    SpooledPart,
+    close_parts,
+    receive_proxy_message,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +66,13 @@ class Reply:
     message: ProxyMessage
     original_content_type: str | None = None
     body: Spool | None = None  # a streamed REST body, not yet verified
+    attachments: list[SpooledPart] = dataclasses.field(default_factory=list)
+
+    def close(self) -> None:
+        """Drop the spooled body and attachments."""
+        if self.body is not None:
+            self.body.close()
+        close_parts(self.attachments)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +138,7 @@ class PeerClient:
 
         :param body: the framed message, or a function streaming it anew.
         :param spool: (directory, size limit) to stream the answer's REST body
-            to disk; without it the answer is read whole.
+            or SOAP attachments to disk; without it the answer is read whole.
         """
         candidates = self._candidates(conf, provider, target)
         last_error: XRoadError | None = None
@@ -334,7 +348,12 @@ async def _receive_streamed(
     if message.fault is not None:
         received.close()
         return Reply(fault=message.fault, message=message)
-    return Reply(fault=None, message=message, body=received.body)
+    return Reply(
+        fault=None,
+        message=message,
+        body=received.body,
+        attachments=received.attachments,
+    )
 
 
 def _decode_reply(status: int, content_type: str, payload: bytes) -> Reply:

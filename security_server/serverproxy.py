@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import AsyncIterator
 from datetime import datetime
 
 import aiohttp
@@ -47,7 +48,7 @@ from protocol.signature import SignedMessage, sign_parts
 from protocol.transport import ProxyMessage
 from protocol.trust import SignedParts, check_auth_certificate, verify_message_signature
 
-from . import metaservices, spool, tls
+from . import attachments, metaservices, spool, tls
 from .access import header_text, log_access, note_exchange
 from .faults import as_xroad_error, soap_fault_response
 from .messagelog import LogRecord
@@ -114,7 +115,7 @@ class ServerProxy:
             message = received.message
             if message.rest_request is not None:
                 return await self._rest(request, received, conf, peer, now)
-            return await self._soap(request, message, conf, peer, now)
+            return await self._soap(request, received, conf, peer, now)
         finally:
             received.close()
 
@@ -123,11 +124,12 @@ class ServerProxy:
     async def _soap(
         self,
         request: web.Request,
-        message: ProxyMessage,
+        received: spool.ReceivedMessage,
         conf: GlobalConf,
         peer: x509.Certificate,
         now: datetime,
-    ) -> web.Response:
+    ) -> web.StreamResponse:
+        message = received.message
         if message.soap is None:
             raise MissingSoap("request has no SOAP part")
         soap_action = request.headers.get("x-original-soapaction")
@@ -155,7 +157,10 @@ class ServerProxy:
             service = await self._authorize(
                 header.client, header.service, "SOAP", None, None, conf
             )
-        signed_request = self._verify_request(message, header.client, conf, now)
+        # Verified before any attachment byte goes to the service (§9 step 3).
+        signed_request = self._verify_request(
+            message, header.client, conf, now, received.part_digests()
+        )
         await self._log(
             header.client,
             header.service,
@@ -173,32 +178,38 @@ class ServerProxy:
             answer_type, answer_body = await metaservices.answer_soap(
                 self.rt, self.services, parsed, conf
             )
+            package = await self._soap_package(_once(answer_body), answer_type)
         else:
-            body, content_type = _service_request(message, original_type)
-            answer_type, answer_body = await self._call_soap(
-                service, body, content_type, soap_action
+            package = await self._call_soap(
+                service, received, original_type, soap_action
             )
         try:
-            parsed, answer_part, attachments = soap.parse_soap_package(
-                answer_body, answer_type
-            )
-        except (MimeParsingFailed, MissingSoap) as err:
-            # A multipart answer without a usable SOAP part is not a message.
-            raise ServiceFailed.wrap(InvalidMessage(err.message)) from err
-        except XRoadError as err:
-            raise ServiceFailed.wrap(err) from err
-        if isinstance(parsed, soap.SoapFault):
-            fault = answer_part.body if answer_part is not None else answer_body
-            return _multipart(ProxyMessage(ocsp_responses=[], fault=fault), {})
+            return await self._soap_reply(request, package, header, raw, now)
+        finally:
+            package.close()
+
+    async def _soap_reply(
+        self,
+        request: web.Request,
+        package: attachments.SoapPackage,
+        header: soap.SoapHeader,
+        raw: bytes,
+        now: datetime,
+    ) -> web.StreamResponse:
+        """Sign, log and stream back the service's SOAP answer (transport.md §6)."""
+        if isinstance(package.parsed, soap.SoapFault):
+            fault = ProxyMessage(ocsp_responses=[], fault=package.raw)
+            return _multipart(fault, {})
+        answer_part = package.soap_part
         source, source_type = (
             (answer_part.body, answer_part.content_type)
             if answer_part is not None
-            else (answer_body, answer_type)
+            else (package.raw, package.content_type)
         )
         answer = soap.insert_request_hash(source, soap.request_hash(raw), source_type)
         digests = [("/message.xml", sha512(answer))] + [
-            (f"/attachment{index}", sha512(part.body))
-            for index, part in enumerate(attachments, start=1)
+            (f"/attachment{index}", part.body.digest)
+            for index, part in enumerate(package.attachments, start=1)
         ]
         signed = self._sign(header.service.provider, digests, now)
         await self._log(
@@ -215,24 +226,52 @@ class ServerProxy:
             answer_type = PLAIN_SOAP
         else:
             answer_part = _as_utf8_part(answer_part, answer)
+            answer_type = package.content_type
         reply = ProxyMessage(
             ocsp_responses=[],
             soap=answer_part,
-            attachments=attachments,
             signature=signed.signature,
             hash_chain_result=signed.hash_chain_result,
             hash_chain=signed.hash_chain,
         )
-        return _multipart(reply, {"x-original-content-type": answer_type})
+        http_headers, body = spool.proxy_message_source(
+            reply, None, {"x-original-content-type": answer_type}, package.attachments
+        )
+        response = web.StreamResponse(headers=http_headers)
+        await response.prepare(request)
+        async for chunk in body():
+            await response.write(chunk)
+        await response.write_eof()
+        return response
+
+    async def _soap_package(
+        self, chunks: AsyncIterator[bytes], content_type: str
+    ) -> attachments.SoapPackage:
+        """Read the service's answer, its attachments into spools."""
+        try:
+            return await attachments.receive_soap_package(
+                chunks,
+                content_type,
+                directory=self.rt.spool_dir,
+                max_bytes=self.rt.settings.max_body_bytes,
+            )
+        except (MimeParsingFailed, MissingSoap) as err:
+            # A multipart answer without a usable SOAP part is not a message.
+            raise ServiceFailed.wrap(InvalidMessage(err.message)) from err
+        except XRoadError as err:
+            raise ServiceFailed.wrap(err) from err
 
     async def _call_soap(
         self,
         service: ServiceConfig,
-        body: bytes,
-        content_type: str,
+        received: spool.ReceivedMessage,
+        original_type: str,
         soap_action: str | None,
-    ) -> tuple[str, bytes]:
+    ) -> attachments.SoapPackage:
+        body, content_type, length = _service_request(received, original_type)
         headers = {"Content-Type": content_type, "Accept-Encoding": ""}
+        if length is not None:
+            headers["Content-Length"] = str(length)
         if soap_action is not None:
             headers["SOAPAction"] = soap_action
         try:
@@ -242,13 +281,16 @@ class ServerProxy:
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=service.timeout),
             ) as response:
-                payload = await response.read()
                 if response.status not in (200, 500):
                     raise HttpError(f"service answered HTTP {response.status}")
                 answer_type = response.headers.get("Content-Type")
                 if not answer_type:
                     raise InvalidContentType("service answer has no Content-Type")
-                return answer_type, payload
+                return await self._soap_package(
+                    response.content.iter_chunked(spool.CHUNK), answer_type
+                )
+        except ServiceFailed:
+            raise
         except XRoadError as err:
             raise ServiceFailed.wrap(err) from err
         except TimeoutError as exc:
@@ -601,18 +643,28 @@ def _as_utf8_part(part: mime.MimePart, body: bytes) -> mime.MimePart:
     return mime.MimePart(tuple(headers), body)
 
 
-def _service_request(message: ProxyMessage, original_type: str) -> tuple[bytes, str]:
-    """The body and type the service receives (soap-message.md §7, §8).
+def _service_request(
+    received: spool.ReceivedMessage, original_type: str
+) -> tuple[bytes | AsyncIterator[bytes], str, int | None]:
+    """The body, type and length the service receives (soap-message.md §7, §8).
 
     A request that came as ``multipart/related`` is re-framed with its
-    original boundary; a plain one goes as the SOAP bytes received.
+    original boundary, its attachments streamed from their spools; a plain
+    one goes as the SOAP bytes received.
     """
-    assert message.soap is not None
+    soap_part = received.message.soap
+    assert soap_part is not None
     mime_type, params = mime.parse_content_type(original_type)
     if mime_type == "multipart/related" and params.get("boundary"):
-        parts = [message.soap, *message.attachments]
-        return mime.build_multipart(parts, params["boundary"]), original_type
-    return message.soap.body, message.soap.content_type or PLAIN_SOAP
+        length, source = attachments.package_source(
+            soap_part, received.attachments, params["boundary"]
+        )
+        return source(), original_type, length
+    return soap_part.body, soap_part.content_type or PLAIN_SOAP, None
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 def _join_url(base: str, path: str, query: str | None) -> str:

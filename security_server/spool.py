@@ -13,11 +13,16 @@ import hashlib
 import os
 import tempfile
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from protocol import mime, transport
-from protocol.errors import InternalError, LoggingFailed, RequestTooLarge
+from protocol.errors import (
+    InternalError,
+    InvalidContentType,
+    LoggingFailed,
+    RequestTooLarge,
+)
 from protocol.mime import PartData, PartEnd, PartStart
 from protocol.transport import ProxyMessage
 
@@ -107,22 +112,45 @@ async def spool_stream(
 
 
 @dataclass
+class SpooledPart:
+    """A MIME part whose headers are in memory and whose body is in a spool."""
+
+    headers: tuple[tuple[str, str], ...]
+    body: Spool
+
+
+def close_parts(parts: list[SpooledPart]) -> None:
+    for part in parts:
+        part.body.close()
+
+
+@dataclass
 class ReceivedMessage:
-    """A decoded message whose REST body, if any, sits in a spool."""
+    """A decoded message whose REST body or SOAP attachments sit in spools.
+
+    ``message.attachments`` stays empty: the attachments are ``attachments``.
+    """
 
     message: ProxyMessage
     body: Spool | None = None
+    attachments: list[SpooledPart] = field(default_factory=list)
 
     def part_digests(self) -> list[tuple[str, bytes]]:
         """The named digests the signature must cover (transport.md §7.1)."""
-        if self.body is None:
+        if self.body is None and not self.attachments:
             return transport.part_digests(self.message)
         named = transport.part_digests(replace(self.message, rest_body=None))
-        return named + [(f"/attachment{len(named)}", self.body.digest)]
+        bodies = [part.body for part in self.attachments]
+        if self.body is not None:
+            bodies.append(self.body)
+        start = len(named)
+        named += [(f"/attachment{i}", b.digest) for i, b in enumerate(bodies, start)]
+        return named
 
     def close(self) -> None:
         if self.body is not None:
             self.body.close()
+        close_parts(self.attachments)
 
 
 async def receive_proxy_message(
@@ -135,7 +163,9 @@ async def receive_proxy_message(
     """Decode a message between security servers as it streams in.
 
     The REST body goes to a spool; every other part is small and kept in
-    memory. Ordering and type checks are those of decode_proxy_message.
+    memory. SOAP attachments (the nested multipart part, transport.md §6) each
+    go to a spool of their own. Ordering and type checks are those of
+    decode_proxy_message.
 
     :raises RequestTooLarge: more than ``max_bytes`` arrived.
     """
@@ -170,6 +200,9 @@ class _Receiver:
         self.small = bytearray()
         self.spool: Spool | None = None
         self.body: Spool | None = None
+        self.nested: mime.MultipartParser | None = None
+        self.attachments: list[SpooledPart] = []
+        self.attachment_headers: tuple[tuple[str, str], ...] = ()
 
     async def feed(self, chunk: bytes) -> None:
         self.total += len(chunk)
@@ -181,62 +214,125 @@ class _Receiver:
     async def finish(self) -> ReceivedMessage:
         for event in self.parser.close():
             await self._on(event)
-        return ReceivedMessage(self.decoder.result(), self.body)
+        return ReceivedMessage(self.decoder.result(), self.body, self.attachments)
 
     async def _on(self, event: mime.MultipartEvent) -> None:
         if isinstance(event, PartStart):
             self.headers, self.small = event.headers, bytearray()
             part = mime.MimePart(event.headers, b"")
-            if part.mime_type == transport.REST_BODY:
+            mime_type = part.mime_type
+            if mime_type == transport.REST_BODY:
                 self.decoder.add(part)  # checks order before any byte is kept
                 self.spool = self.body = Spool(self.directory, self.limit)
+            elif mime_type is not None and mime_type.startswith("multipart/"):
+                boundary = self.decoder.add_attachment_frame(part)
+                self.nested = mime.MultipartParser(boundary)
         elif isinstance(event, PartData):
-            if self.spool is not None:
+            if self.nested is not None:
+                await self._on_nested(self.nested.feed(event.data))
+            elif self.spool is not None:
                 await self.spool.write(event.data)
             else:
                 self.small += event.data
         elif isinstance(event, PartEnd):
-            if self.spool is None:
+            if self.nested is not None:
+                await self._on_nested(self.nested.close())
+            elif self.spool is None:
                 self.decoder.add(mime.MimePart(self.headers, bytes(self.small)))
-            self.spool, self.small = None, bytearray()
+            self.spool, self.small, self.nested = None, bytearray(), None
+
+    async def _on_nested(self, events: list[mime.MultipartEvent]) -> None:
+        """Spool each attachment of the nested multipart as it comes."""
+        for event in events:
+            if isinstance(event, PartStart):
+                if mime.MimePart(event.headers, b"").content_type is None:
+                    raise InvalidContentType("attachment has no Content-Type")
+                spooled = SpooledPart(event.headers, Spool(self.directory, self.limit))
+                self.attachments.append(spooled)
+            elif isinstance(event, PartData):
+                await self.attachments[-1].body.write(event.data)
 
     def close(self) -> None:
         if self.body is not None:
             self.body.close()
+        close_parts(self.attachments)
 
 
 def proxy_message_source(
-    message: ProxyMessage, body: Spool | None, headers: dict[str, str]
+    message: ProxyMessage,
+    body: Spool | None,
+    headers: dict[str, str],
+    attachments: list[SpooledPart] | None = None,
 ) -> tuple[dict[str, str], BodySource]:
-    """Frame a message as encode_proxy_message does, with the REST body streamed.
+    """Frame a message as encode_proxy_message does, with spooled bodies streamed.
 
-    Returns the HTTP headers with a fresh boundary, and a function that gives
-    the framed bytes again on each call (a retry to another server).
+    ``body`` is a REST body; ``attachments`` are SOAP attachments, framed in
+    the nested multipart in place of ``message.attachments``. Returns the
+    HTTP headers with a fresh boundary, and a function that gives the framed
+    bytes again on each call (a retry to another server).
     """
     boundary = transport.random_boundary(os.urandom(30))
-    marker = os.urandom(32).hex().encode()
-    stand_in = replace(message, rest_body=marker if body is not None else None)
-    framed = transport.encode_proxy_message(
-        stand_in, boundary, "xatt" + os.urandom(16).hex()
+    attachment_boundary = "xatt" + os.urandom(16).hex()
+    spools = [part.body for part in attachments or []]
+    markers = [os.urandom(32).hex().encode() for _ in spools]
+    stand_in = replace(
+        message,
+        attachments=[
+            mime.MimePart(part.headers, marker)
+            for part, marker in zip(attachments or [], markers, strict=True)
+        ],
     )
-    before, _, after = (
-        framed.partition(marker) if body is not None else (framed, b"", b"")
-    )
-    delimiter = b"--" + boundary.encode("ascii")
-
-    async def source() -> AsyncIterator[bytes]:
-        yield before
-        if body is not None:
-            async for chunk in _checked(body.chunks(), delimiter):
-                yield chunk
-            yield after
+    if body is not None:
+        spools.append(body)
+        markers.append(os.urandom(32).hex().encode())
+        stand_in = replace(stand_in, rest_body=markers[-1])
+    framed = transport.encode_proxy_message(stand_in, boundary, attachment_boundary)
+    delimiters = [b"--" + boundary.encode("ascii")]
+    if attachments:
+        delimiters.append(b"--" + attachment_boundary.encode("ascii"))
 
     http_headers = {
         **headers,
         "Content-Type": transport.proxy_content_type(boundary),
         "x-hash-algorithm": transport.HASH_ALGORITHM,
     }
-    return http_headers, source
+    return http_headers, framed_source(
+        framed, list(zip(markers, spools, strict=True)), delimiters
+    )
+
+
+def framed_source(
+    framed: bytes, bodies: list[tuple[bytes, Spool]], delimiters: list[bytes]
+) -> BodySource:
+    """Stream ``framed`` with each marker replaced by its spooled body.
+
+    The markers occur in ``framed`` in the order given; a body in which one
+    of ``delimiters`` occurs is refused while it streams.
+    """
+    pieces: list[bytes] = []
+    rest = framed
+    for marker, _ in bodies:
+        before, found, rest = rest.partition(marker)
+        if not found:
+            raise InternalError("spooled body marker is missing from the framing")
+        pieces.append(before)
+
+    async def source() -> AsyncIterator[bytes]:
+        for piece, (_, spooled) in zip(pieces, bodies, strict=True):
+            yield piece
+            chunks = spooled.chunks()
+            for delimiter in delimiters:
+                chunks = _checked(chunks, delimiter)
+            async for chunk in chunks:
+                yield chunk
+        yield rest
+
+    return source
+
+
+def framed_length(framed: bytes, bodies: list[tuple[bytes, Spool]]) -> int:
+    """The byte count framed_source yields for the same arguments."""
+    return len(framed) + sum(spooled.size - len(marker) for marker, spooled in bodies)
 
 
 async def _checked(
@@ -255,6 +351,10 @@ __all__ = [
     "BodySource",
     "ReceivedMessage",
     "Spool",
+    "SpooledPart",
+    "close_parts",
+    "framed_length",
+    "framed_source",
     "loggable_body",
     "proxy_message_source",
     "receive_proxy_message",
