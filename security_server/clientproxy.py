@@ -29,12 +29,10 @@ from protocol.errors import (
     RemoteFault,
     ServiceFailed,
     SignatureVerificationError,
-    UnknownMember,
     XRoadError,
 )
 from protocol.globalconf import GlobalConf
 from protocol.identifiers import ClientId, ServiceId
-from protocol.signature import sign_parts
 from protocol.transport import ProxyMessage
 from protocol.trust import SignedParts, verify_message_signature
 
@@ -154,7 +152,7 @@ class ClientProxy:
             (f"/attachment{index}", part.body.digest)
             for index, part in enumerate(package.attachments, start=1)
         ]
-        signed = self._sign(header.client, digests, now)
+        signed = self.rt.sign(header.client, digests, now)
         proxy_message = ProxyMessage(
             ocsp_responses=self.rt.auth_ocsp_responses(),
             soap=soap_part,
@@ -284,7 +282,7 @@ class ClientProxy:
         digests = [("/message.xml", sha512(header_part))]
         if sent_body is not None:
             digests.append(("/attachment1", sent_body.digest))
-        signed = self._sign(info.client, digests, now)
+        signed = self.rt.sign(info.client, digests, now)
         proxy_message = ProxyMessage(
             ocsp_responses=self.rt.auth_ocsp_responses(),
             rest_request=header_part,
@@ -393,21 +391,6 @@ class ClientProxy:
         )
 
     # -- shared steps --------------------------------------------------------
-
-    def _sign(self, client: ClientId, digests: list[tuple[str, bytes]], now):  # type: ignore[no-untyped-def]
-        key, cert = self.rt.signing_key(client.member)
-        ocsp_response = self.rt.ocsp.get(cert)
-        if ocsp_response is None:
-            raise UnknownMember(
-                f"no fresh OCSP response for the signing certificate of {client.member}"
-            )
-        return sign_parts(
-            digests,
-            key=key,
-            cert=cert,
-            ocsp_responses=[ocsp_response],
-            signing_time=now,
-        )
 
     def _verify_reply(  # type: ignore[no-untyped-def]
         self,

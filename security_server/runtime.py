@@ -19,6 +19,7 @@ from cryptography import x509
 from protocol.errors import LoggingFailed, UnknownMember, XRoadError
 from protocol.globalconf import GlobalConf
 from protocol.identifiers import ClientId, GlobalGroupId, ServiceId
+from protocol.signature import SignedMessage, sign_parts
 
 from .messagelog import LogRecord, MessageLog
 from .serverconf import ServiceConfig
@@ -84,6 +85,28 @@ class Runtime:
             return self.token.sign_key(member)
         except XRoadError as err:
             raise UnknownMember(f"no signing key for {member}: {err.message}") from err
+
+    def sign(
+        self, signer: ClientId, digests: list[tuple[str, bytes]], now: datetime
+    ) -> SignedMessage:
+        """Sign message parts with the signer's member key (transport.md §7.4).
+
+        The signing certificate's fresh OCSP response goes into the signature;
+        without one the certificate may not be used.
+        """
+        key, cert = self.signing_key(signer.member)
+        ocsp_response = self.ocsp.get(cert)
+        if ocsp_response is None:
+            raise UnknownMember(
+                f"no fresh OCSP response for the signing certificate of {signer.member}"
+            )
+        return sign_parts(
+            digests,
+            key=key,
+            cert=cert,
+            ocsp_responses=[ocsp_response],
+            signing_time=now,
+        )
 
     def auth_ocsp_responses(self) -> list[bytes]:
         response = self.ocsp.get(self.token.auth_cert)

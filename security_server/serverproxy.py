@@ -44,7 +44,7 @@ from protocol.errors import (
 )
 from protocol.globalconf import GlobalConf
 from protocol.identifiers import ClientId, ServiceId
-from protocol.signature import SignedMessage, sign_parts
+from protocol.signature import SignedMessage
 from protocol.transport import ProxyMessage
 from protocol.trust import SignedParts, check_auth_certificate, verify_message_signature
 
@@ -211,7 +211,7 @@ class ServerProxy:
             (f"/attachment{index}", part.body.digest)
             for index, part in enumerate(package.attachments, start=1)
         ]
-        signed = self._sign(header.service.provider, digests, now)
+        signed = self.rt.sign(header.service.provider, digests, now)
         await self._log(
             header.client,
             header.service,
@@ -405,7 +405,7 @@ class ServerProxy:
         digests = [("/message.xml", sha512(response_part))]
         if body is not None:
             digests.append(("/attachment1", body.digest))
-        signed = self._sign(service_id.provider, digests, now)
+        signed = self.rt.sign(service_id.provider, digests, now)
         await self._log(
             client,
             service_id,
@@ -567,23 +567,6 @@ class ServerProxy:
         verify_message_signature(parts, signer=client, global_conf=conf, at=now)
         return SignedMessage(
             message.signature, message.hash_chain_result, message.hash_chain
-        )
-
-    def _sign(
-        self, provider: ClientId, digests: list[tuple[str, bytes]], now: datetime
-    ) -> SignedMessage:
-        key, cert = self.rt.signing_key(provider.member)
-        ocsp_response = self.rt.ocsp.get(cert)
-        if ocsp_response is None:
-            raise UnknownMember(
-                f"no fresh OCSP response for the signing cert of {provider}"
-            )
-        return sign_parts(
-            digests,
-            key=key,
-            cert=cert,
-            ocsp_responses=[ocsp_response],
-            signing_time=now,
         )
 
     async def _log(
