@@ -9,8 +9,10 @@ then gives it back to the information system.
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -53,6 +55,23 @@ MULTIPART_RELATED = "multipart/related"
 PROXY_VERSION = "7.7.0"
 
 
+class FaultAsRequest(InvalidSoap):
+    """A SOAP fault sent as a request: refused under the fault's own code.
+
+    X-Road answers ``Client.<the fault's code>``; the MANIFEST row for
+    ``fault.query`` expects ``client.code`` for a fault whose code is CODE.
+    """
+
+    def __init__(self, fault_code: str) -> None:
+        super().__init__("a SOAP fault is not a request")
+        local = fault_code.strip().rpartition(":")[2]
+        self.fault_local_code = re.sub(r"[^A-Za-z0-9._-]", "", local) or "InvalidSoap"
+
+    @property
+    def full_code(self) -> str:
+        return self.fault_local_code
+
+
 @dataclass(frozen=True, slots=True)
 class OutboundRequest:
     """A signed request ready to send, with what is needed to judge its answer."""
@@ -71,9 +90,23 @@ class ClientProxy:
         self.rt = runtime
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.rt.settings.max_body_bytes)
+        app = web.Application(
+            client_max_size=self.rt.settings.max_body_bytes,
+            middlewares=[self._unrouted],
+        )
         app.router.add_route("*", "/{tail:.*}", self.handle)
         return app
+
+    @web.middleware
+    async def _unrouted(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        """Answer what no route matches (``OPTIONS *``, ``CONNECT``) with a fault too."""
+        if request.match_info.http_exception is not None:
+            return await self.handle(request)
+        return await handler(request)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         started = time.monotonic()
@@ -137,7 +170,7 @@ class ClientProxy:
     ) -> web.StreamResponse:
         message = package.parsed
         if isinstance(message, soap.SoapFault):
-            raise InvalidSoap("a SOAP fault is not a request")
+            raise FaultAsRequest(message.code)
         soap_part = package.soap_part or mime.MimePart(
             (("content-type", content_type),), package.raw
         )

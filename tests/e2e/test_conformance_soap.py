@@ -207,11 +207,6 @@ CASES: dict[tuple[str, str], list[Case]] = {
             "fault.query",
             code="client.code",
             label="as-request",
-            xfail=(
-                "security_server/clientproxy.py ClientProxy._soap answers a fault "
-                "sent as a request with Client.InvalidSoap; the reference reports "
-                "the fault's own code under the Client prefix"
-            ),
         )
     ],
     ("fault.query", "accept"): [
