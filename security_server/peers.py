@@ -8,6 +8,7 @@ server that hosts the provider.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import dataclasses
 import logging
@@ -86,6 +87,13 @@ class _Expected:
 _expected: contextvars.ContextVar[_Expected] = contextvars.ContextVar("expected_peer")
 
 
+@dataclass(frozen=True, slots=True)
+class _Pool:
+    opened: datetime
+    conf: GlobalConf
+    session: aiohttp.ClientSession
+
+
 def split_address(address: str) -> tuple[str, int | None]:
     """``host`` or ``host:port`` (an xgate extension for several servers on one host)."""
     host, sep, port = address.rpartition(":")
@@ -108,20 +116,52 @@ class PeerClient:
         # Peer certificate (SHA-256 hex) -> when its OCSP response was fetched, and it.
         self._ocsp_cache: dict[str, tuple[datetime, bytes]] = {}
         self._plain = plain_session
-        context = tls.client_context(auth_key, auth_chain)
-        connector = tls.CheckingConnector(
-            check=self._check_peer, ssl=context, force_close=True
-        )
-        # Connections are not reused: each one is checked for the provider it
-        # was opened for. TODO(#3): pool per checked peer identity.
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(total=timeout_seconds),
-            auto_decompress=False,
-        )
+        self._context = tls.client_context(auth_key, auth_chain)
+        self._timeout = aiohttp.ClientTimeout(total=timeout_seconds)
+        # One connection pool per provider security server. A connection is
+        # checked once, when it opens, against the server it was opened for,
+        # so a pooled connection only ever carries messages for that server.
+        # A pool is replaced when the configuration changes or after
+        # PEER_OCSP_REUSE, so revocations and new configurations take hold.
+        self._pools: dict[str, _Pool] = {}
+        self._retired: list[aiohttp.ClientSession] = []
 
     async def close(self) -> None:
-        await self._session.close()
+        sessions = [pool.session for pool in self._pools.values()] + self._retired
+        self._pools.clear()
+        self._retired.clear()
+        for session in sessions:
+            await session.close()
+
+    def _session_for(
+        self, server: SecurityServer, conf: GlobalConf, now: datetime
+    ) -> aiohttp.ClientSession:
+        key = server.id.slash()
+        pool = self._pools.get(key)
+        if (
+            pool is not None
+            and pool.conf is conf
+            and now - pool.opened < PEER_OCSP_REUSE
+        ):
+            return pool.session
+        if pool is not None:
+            # Requests may still be running on it: close it on the next turn.
+            self._retire(pool.session)
+        connector = tls.CheckingConnector(
+            check=self._check_peer, ssl=self._context, keepalive_timeout=30
+        )
+        session = aiohttp.ClientSession(
+            connector=connector, timeout=self._timeout, auto_decompress=False
+        )
+        self._pools[key] = _Pool(opened=now, conf=conf, session=session)
+        return session
+
+    def _retire(self, session: aiohttp.ClientSession) -> None:
+        self._retired.append(session)
+        if len(self._retired) > 1:
+            # The one retired before has had a whole pool lifetime to finish.
+            old = self._retired.pop(0)
+            asyncio.get_running_loop().create_task(old.close())
 
     async def send(
         self,
@@ -147,7 +187,8 @@ class PeerClient:
             url = f"https://{host}:{port or DEFAULT_SERVER_PROXY_PORT}/"
             token = _expected.set(_Expected(conf, provider, server, now))
             try:
-                return await self._post(url, headers, body, spool)
+                session = self._session_for(server, conf, now)
+                return await self._post(session, url, headers, body, spool)
             except (NetworkError, SslAuthenticationFailed) as err:
                 log.warning(
                     "provider server unusable url=%s code=%s", url, err.full_code
@@ -175,6 +216,7 @@ class PeerClient:
 
     async def _post(
         self,
+        session: aiohttp.ClientSession,
         url: str,
         headers: dict[str, str],
         body: bytes | BodySource,
@@ -182,7 +224,7 @@ class PeerClient:
     ) -> Reply:
         data = body if isinstance(body, bytes) else body()
         try:
-            async with self._session.post(
+            async with session.post(
                 url, data=data, headers=headers, allow_redirects=False
             ) as response:
                 status = response.status
