@@ -17,13 +17,12 @@ from pathlib import Path
 import aiohttp
 from lxml import etree
 
-from protocol.digests import sha512
+from protocol.auditor import verify_container
 from protocol.errors import XRoadError
 from protocol.identifiers import ClientId
-from protocol.signature import verify_signature
 from protocol.soap import build_soap_request
-from protocol.timestamp import signature_value, verify_timestamp_token
 from protocol.xml import parse_xml
+from security_server.logexport import build_record_container
 from security_server.server import SecurityServer
 
 from .ecosystem import (
@@ -103,43 +102,35 @@ def describe_soap_answer(body: bytes) -> str:
 
 
 async def tell_evidence(server: SecurityServer, title: str, say: Say) -> int:
-    """Print each record the server logged; return how many fully checked out."""
+    """Print each record the server logged; return how many fully checked out.
+
+    Each record is exported as an ASiC-E container and judged by the same
+    verifier an auditor uses (``xgate log verify``), against the server's
+    current global configuration.
+    """
     assert server.runtime is not None
     conf = server.runtime.conf_client.current
-    tsa_certs = [tsa.cert for tsa in conf.approved_tsas(INSTANCE)] if conf else []
     records = await server.runtime.message_log.find(limit=1000)
     say(f"  {title}")
     good = 0
     for record in sorted(records, key=lambda r: r.id):
         kind = "response" if record.response else "request "
-        digests = {"/message.xml": sha512(record.message)}
-        for index, attachment in enumerate(record.attachments, start=1):
-            digests[f"/attachment{index}"] = sha512(attachment)
-        try:
-            verified = verify_signature(
-                record.signature,
-                digests,
-                hash_chain_result=record.hash_chain_result,
-                hash_chain=record.hash_chain,
-            )
-            signer = verified.signing_cert.subject.rfc4514_string()
-            signed = f"signature verified ({signer})"
-        except XRoadError as err:
-            signed = f"signature INVALID [{err.full_code}]"
-            verified = None
-        stamp = "not timestamped yet"
-        if record.timestamp_token is not None:
-            try:
-                info = verify_timestamp_token(
-                    record.timestamp_token, signature_value(record.signature), tsa_certs
-                )
-                stamp = f"timestamped {info.gen_time.isoformat()}"
-            except XRoadError as err:
-                stamp = f"timestamp INVALID [{err.full_code}]"
-        if verified is not None and stamp.startswith("timestamped"):
-            good += 1
         say(f"    #{record.id} {kind} query {record.query_id}")
-        say(f"        {signed}; {stamp}")
+        if record.timestamp_token is None or conf is None:
+            say("        not timestamped yet")
+            continue
+        try:
+            verdict = verify_container(build_record_container(record), conf)
+        except XRoadError as err:
+            say(f"        evidence INVALID [{err.full_code}] {err.message}")
+            continue
+        signer = verdict.signing_cert.subject.rfc4514_string()
+        how = "batch" if verdict.batch_timestamp else "single"
+        say(
+            f"        signature verified ({signer}); "
+            f"timestamped {verdict.timestamp_time.isoformat()} ({how})"
+        )
+        good += 1
     return good
 
 

@@ -93,7 +93,9 @@ async def find_records(
 def build_record_container(record: StoredRecord) -> bytes:
     """The ``.asice`` bytes of one stamped record.
 
-    The single timestamp already sits inside the stored signature (§5).
+    A single timestamp already sits inside the stored signature (§5); a
+    batch one comes as ``META-INF/timestamp.tst`` with the shared
+    ``ts-hashchainresult.xml`` and the record's own ``ts-hashchain.xml`` (§6).
 
     :raises RecordNotTimestamped: the record has no timestamp yet.
     """
@@ -106,6 +108,9 @@ def build_record_container(record: StoredRecord) -> bytes:
         signature=record.signature,
         sig_hash_chain_result=record.hash_chain_result,
         sig_hash_chain=record.hash_chain,
+        ts_hash_chain_result=record.timestamp_hash_chain_result,
+        ts_hash_chain=record.timestamp_hash_chain,
+        timestamp=record.timestamp_token if record.batch_timestamp else None,
         attachments={
             f"attachment{n}": body for n, body in enumerate(record.attachments, 1)
         },

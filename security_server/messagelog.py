@@ -2,8 +2,11 @@
 
 Every request and response a proxy signs or receives is appended here
 before the exchange may go on; the timestamper later adds a time-stamp to
-each record. All SQLite work runs on one writer thread, never on the loop.
-The SQL below is the only SQLite-specific SQL in the code base.
+each record. A record stamped alone keeps its token in ``timestamp_token``
+(and inside its signature); a record stamped in a batch points to a row of
+``timestamp_record`` (token + ts hash-chain result, §2) and keeps its own
+``timestamp_hash_chain``. All SQLite work runs on one writer thread, never
+on the loop. The SQL below is the only SQLite-specific SQL in the code base.
 """
 
 from __future__ import annotations
@@ -63,9 +66,23 @@ _SCHEMA = (
         body BLOB NOT NULL,
         PRIMARY KEY (record_id, position)
     )""",
+    # One row per batch time-stamp (§2, §5); single tokens stay on their record.
+    """CREATE TABLE IF NOT EXISTS timestamp_record (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        time INTEGER NOT NULL,
+        token BLOB NOT NULL,
+        hash_chain_result BLOB NOT NULL
+    )""",
     "CREATE INDEX IF NOT EXISTS message_record_query ON message_record(query_id)",
     "CREATE INDEX IF NOT EXISTS message_record_stamped ON message_record(stamped_at)",
 )
+
+# Columns added after the first release: a log created earlier gets them on
+# open. (The old ``timestamp_record`` column was never written and stays unused.)
+_ADDED_COLUMNS = {
+    "timestamp_record_id": "INTEGER REFERENCES timestamp_record(id)",
+    "timestamp_hash_chain": "BLOB",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,9 +122,18 @@ class StoredRecord:
     hash_chain: bytes | None
     attachments: list[bytes]
     rest: bool
-    timestamp_token: bytes | None
+    timestamp_token: bytes | None  # single, or the batch token it shares
     stamped_at: datetime | None
     archived: bool
+    # Batch time-stamps only (§2, §6): the shared timestamp record, its ts
+    # hash-chain result and this record's own ts hash chain.
+    timestamp_record_id: int | None = None
+    timestamp_hash_chain_result: bytes | None = None
+    timestamp_hash_chain: bytes | None = None
+
+    @property
+    def batch_timestamp(self) -> bool:
+        return self.timestamp_record_id is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +143,26 @@ class PendingStamp:
     id: int
     query_id: str
     signature: bytes
+    signature_hash: str  # base64, the leaf of a batch (§5)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchStamp:
+    """One record's share of a batch time-stamp: its id and its ts hash chain."""
+
+    record_id: int
+    hash_chain: bytes
+
+
+# A record is stamped once it has a single token or a batch timestamp record.
+_UNSTAMPED = "timestamp_token IS NULL AND timestamp_record_id IS NULL AND kind = 'm'"
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    present = {row[1] for row in conn.execute("PRAGMA table_info(message_record)")}
+    for name, kind in _ADDED_COLUMNS.items():
+        if name not in present:
+            conn.execute(f"ALTER TABLE message_record ADD COLUMN {name} {kind}")
 
 
 def signature_hash(signature: bytes) -> str:
@@ -156,6 +202,7 @@ class MessageLog:
             with conn:
                 for statement in _SCHEMA:
                     conn.execute(statement)
+                _add_missing_columns(conn)
             return db
 
         try:
@@ -212,14 +259,26 @@ class MessageLog:
 
         Only what stamping needs is read: never the message or its bodies.
         """
+        return await self._pending(None, limit)
+
+    async def pending_stamp(self, record_id: int) -> PendingStamp | None:
+        """The record ``record_id`` if it still waits for its time-stamp."""
+        found = await self._pending(record_id, 1)
+        return found[0] if found else None
+
+    async def _pending(self, record_id: int | None, limit: int) -> list[PendingStamp]:
+        where = _UNSTAMPED + ("" if record_id is None else " AND id = ?")
+        params: tuple[int, ...] = (limit,) if record_id is None else (record_id, limit)
 
         def select() -> list[PendingStamp]:
             cursor = self._db.conn.execute(
-                "SELECT id, query_id, signature FROM message_record"
-                " WHERE timestamp_token IS NULL AND kind = 'm' ORDER BY id LIMIT ?",
-                (limit,),
+                "SELECT id, query_id, signature, signature_hash FROM message_record"
+                f" WHERE {where} ORDER BY id LIMIT ?",
+                params,
             )
-            return [PendingStamp(row[0], row[1], bytes(row[2])) for row in cursor]
+            return [
+                PendingStamp(row[0], row[1], bytes(row[2]), row[3]) for row in cursor
+            ]
 
         return await self._run(select)
 
@@ -229,10 +288,10 @@ class MessageLog:
         """Records, oldest first, optionally only those of one query id."""
         if query_id is None:
             return await self._select(None, (), limit)
-        return await self._select("query_id = ?", (query_id,), limit)
+        return await self._select("m.query_id = ?", (query_id,), limit)
 
     async def get(self, record_id: int) -> StoredRecord | None:
-        found = await self._select("id = ?", (record_id,), 1)
+        found = await self._select("m.id = ?", (record_id,), 1)
         return found[0] if found else None
 
     async def set_timestamp(
@@ -256,7 +315,7 @@ class MessageLog:
                 cursor = self._db.conn.execute(
                     "UPDATE message_record SET signature = ?, signature_hash = ?, "
                     "timestamp_token = ?, stamped_at = ? "
-                    "WHERE id = ? AND timestamp_token IS NULL",
+                    f"WHERE id = ? AND {_UNSTAMPED}",
                     values,
                 )
             return cursor.rowcount
@@ -266,12 +325,105 @@ class MessageLog:
                 f"record {record_id} is unknown or already time-stamped"
             )
 
+    async def archivable(self, limit: int = 10_000) -> list[StoredRecord]:
+        """Stamped message records not yet archived, in archive order (§7).
+
+        The order is member class, member code, subsystem code, then id; it
+        holds whatever the archive grouping is.
+        """
+
+        def select_ids() -> list[int]:
+            cursor = self._db.conn.execute(
+                "SELECT id FROM message_record"
+                f" WHERE kind = 'm' AND archived = 0 AND NOT ({_UNSTAMPED})"
+                " ORDER BY member_class, member_code, subsystem_code, id LIMIT ?",
+                (limit,),
+            )
+            return [row[0] for row in cursor]
+
+        # Read each record the way find() does, single or batch stamped.
+        records = [
+            await self.get(record_id) for record_id in await self._run(select_ids)
+        ]
+        return [record for record in records if record is not None]
+
+    async def mark_archived(self, ids: list[int]) -> int:
+        """Flag records as written to an archive; return how many changed.
+
+        Call only once the archive file is durably on disk (§7).
+        """
+        unique = sorted(set(ids))
+
+        def update() -> int:
+            with self._db.conn:
+                cursor = self._db.conn.executemany(
+                    "UPDATE message_record SET archived = 1 WHERE id = ?",
+                    [(record_id,) for record_id in unique],
+                )
+            return cursor.rowcount
+
+        return await self._run(update) if unique else 0
+
+    async def set_batch_timestamp(
+        self,
+        shares: list[BatchStamp],
+        token: bytes,
+        hash_chain_result: bytes,
+        stamped_at: datetime,
+    ) -> int:
+        """Store one batch token and each record's ts hash chain, all or nothing.
+
+        The signatures are left as they are (§5 batch); return the id of the
+        new timestamp record.
+
+        :raises LoggingFailed: a record is unknown or already time-stamped.
+        """
+        time_ms = _ms(stamped_at)
+
+        def insert() -> int | None:
+            conn = self._db.conn
+            with conn:
+                cursor = conn.execute(
+                    "INSERT INTO timestamp_record (time, token, hash_chain_result)"
+                    " VALUES (?, ?, ?)",
+                    (time_ms, token, hash_chain_result),
+                )
+                timestamp_id = int(cursor.lastrowid or 0)
+                for share in shares:
+                    cursor = conn.execute(
+                        "UPDATE message_record SET timestamp_record_id = ?, "
+                        "timestamp_hash_chain = ?, stamped_at = ? "
+                        f"WHERE id = ? AND {_UNSTAMPED}",
+                        (timestamp_id, share.hash_chain, time_ms, share.record_id),
+                    )
+                    if cursor.rowcount != 1:
+                        conn.rollback()
+                        return None
+            return timestamp_id
+
+        timestamp_id = await self._run(insert)
+        if timestamp_id is None:
+            ids = [share.record_id for share in shares]
+            raise LoggingFailed(
+                f"a record of batch {ids!r} is unknown or already time-stamped"
+            )
+        return timestamp_id
+
     async def _select(
         self, where: str | None, params: tuple[Any, ...], limit: int
     ) -> list[StoredRecord]:
+        sql = (
+            "SELECT m.*, t.token AS batch_token,"
+            " t.hash_chain_result AS batch_result"
+            " FROM message_record m"
+            " LEFT JOIN timestamp_record t ON t.id = m.timestamp_record_id"
+            f"{'' if where is None else ' WHERE ' + where} ORDER BY m.id LIMIT ?"
+        )
+
         def select() -> list[StoredRecord]:
-            table = self._db.table("message_record")
-            rows = list(table.rows_where(where, params, order_by="id", limit=limit))
+            cursor = self._db.conn.execute(sql, (*params, limit))
+            names = [column[0] for column in cursor.description]
+            rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
             return [_stored(row, self._attachments(row["id"])) for row in rows]
 
         return await self._run(select)
@@ -335,9 +487,13 @@ def _stored(row: dict[str, Any], attachments: list[bytes]) -> StoredRecord:
         hash_chain=_blob(row["hash_chain"]),
         attachments=attachments,
         rest=bool(row["rest"]),
-        timestamp_token=_blob(row["timestamp_token"]),
+        timestamp_token=_blob(row["timestamp_token"] or row.get("batch_token")),
         stamped_at=None if row["stamped_at"] is None else _from_ms(row["stamped_at"]),
         archived=bool(row["archived"]),
+        # Rows read without the timestamp_record join carry no batch fields.
+        timestamp_record_id=row.get("timestamp_record_id"),
+        timestamp_hash_chain_result=_blob(row.get("batch_result")),
+        timestamp_hash_chain=_blob(row["timestamp_hash_chain"]),
     )
 
 

@@ -144,7 +144,9 @@ class Runtime:
 
         Before writing, refuse when no TSA is approved, or when time-stamping
         has been failing for longer than the acceptable period: evidence could
-        no longer be completed (message-log.md §1).
+        no longer be completed (message-log.md §1). With timestamp-immediately
+        the record is stamped before this returns, and a failed stamp fails
+        the exchange (the record stays logged, unstamped, for a later round).
         """
         self.check_timestamping()
         try:
@@ -153,7 +155,17 @@ class Runtime:
             raise
         except Exception as exc:  # noqa: BLE001 - any store failure fails the exchange
             raise LoggingFailed(f"message log write failed: {exc}") from exc
-        self.timestamper.notify()
+        if not self.settings.timestamp_immediately:
+            self.timestamper.notify()
+            return record_id
+
+        try:
+            await self.timestamper.stamp_now(record_id)
+        except XRoadError as exc:
+            raise LoggingFailed(
+                f"record {record_id} could not be time-stamped: {exc.full_code}: {exc}",
+                detail="TimestamperFailed",
+            ) from exc
         return record_id
 
     def check_timestamping(self) -> None:
@@ -162,6 +174,8 @@ class Runtime:
             raise LoggingFailed(
                 "no timestamping authority is approved", detail="TimestamperFailed"
             )
+        if self.settings.timestamp_immediately:
+            return  # each call stamps or fails on its own (§1)
         period = self.settings.timestamp_failure_period_seconds
         failing = self.timestamper.failing_for(self.clock())
         if period > 0 and failing > period:

@@ -170,6 +170,7 @@ class SecurityServer:
             session=session,
             clock=self.clock,
             interval_seconds=settings.timestamp_interval_seconds,
+            batch=True,  # records waiting together share one token (message-log.md §5)
         )
         spool_dir = self.directory / "spool"
         spool_dir.mkdir(mode=0o700, exist_ok=True)

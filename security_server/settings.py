@@ -48,6 +48,11 @@ class ServerSettings:
     # acceptable-timestamp-failure-period (message-log.md §1): once time-stamping
     # has failed this long, the server stops mediating traffic; 0 never stops.
     timestamp_failure_period_seconds: float = 14400.0
+    # timestamp-immediately (message-log.md §1, §5): each logged message is
+    # stamped on its own before the exchange goes on, and a failed stamp fails
+    # the exchange. Costs one TSA round trip per message and makes every
+    # exchange depend on the TSA being up; the failure period is then unused.
+    timestamp_immediately: bool = False
     # Legacy ``GET /wsdl`` on the client proxy (metaservices.md §4.1). Off by
     # default, as in X-Road 7. Turning it on lets anyone who can reach the
     # client proxy read WSDLs on behalf of ``legacy_wsdl_client``, which must

@@ -23,11 +23,10 @@ from demo.ecosystem import (
 )
 from demo.provider import NS
 from demo.story import make_calls, rest_example, soap_example
-from protocol.digests import sha512
+from protocol.auditor import verify_container
 from protocol.identifiers import ServiceId
-from protocol.signature import verify_signature
 from protocol.soap import build_soap_request
-from protocol.timestamp import signature_value, verify_timestamp_token
+from security_server.logexport import build_record_container
 from security_server.server import SecurityServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -132,28 +131,19 @@ async def test_both_message_logs_hold_signed_and_timestamped_records(
 
     for server in (ecosystem.agency_server, ecosystem.register_server):
         runtime = server.runtime
-        tsa_certs = [t.cert for t in runtime.conf_client.current.approved_tsas("DEMO")]
+        conf = runtime.conf_client.current
         for query_id in (answers.soap_query_id, answers.rest_query_id):
             records = await runtime.message_log.find(query_id=query_id)
             assert sorted(r.response for r in records) == [False, True]
             for record in records:
-                digests = {"/message.xml": sha512(record.message)}
-                for index, attachment in enumerate(record.attachments, start=1):
-                    digests[f"/attachment{index}"] = sha512(attachment)
-                verified = verify_signature(
-                    record.signature,
-                    digests,
-                    hash_chain_result=record.hash_chain_result,
-                    hash_chain=record.hash_chain,
-                )
-                signer = (AGENCY if not record.response else REGISTRY_SUBSYSTEM).member
-                assert verified.signing_cert.subject.rfc4514_string() == (
+                # The auditor's own check: signature, certificate, OCSP and
+                # timestamp (single or batch) of the exported container.
+                verdict = verify_container(build_record_container(record), conf)
+                signer = (REGISTRY_SUBSYSTEM if record.response else AGENCY).member
+                assert verdict.signing_cert.subject.rfc4514_string() == (
                     f"CN={signer.member_code},O={signer.member_class},C=DEMO"
                 )
-                info = verify_timestamp_token(
-                    record.timestamp_token, signature_value(record.signature), tsa_certs
-                )
-                assert abs(info.gen_time - record.time) < timedelta(minutes=1)
+                assert abs(verdict.timestamp_time - record.time) < timedelta(minutes=1)
 
 
 # -- bad input: each gets its code and the server keeps serving ---------------------
