@@ -822,8 +822,10 @@ def _load_cert(data: bytes) -> x509.Certificate:
 
 
 def _register_groups() -> None:
+    from cli.archive import register as register_archive
     from cli.log import log
 
+    register_archive(log)
     main.add_command(log)
 
 
