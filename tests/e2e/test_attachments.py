@@ -29,6 +29,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 NS = "urn:xgate:test:scans"
 SERVICE = ServiceId(REGISTRY_SUBSYSTEM, "uploadScan")
 SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
+RECEIVED = web.AppKey("received", list)
 
 ATTACHMENTS = [
     b"",
@@ -47,7 +48,7 @@ async def echo_service(request: web.Request) -> web.Response:
     mime_type, params = parse_content_type(content_type)
     assert mime_type == "multipart/related", content_type
     parts = parse_multipart(await request.read(), params["boundary"])
-    request.app["received"].append(parts)
+    request.app[RECEIVED].append(parts)
     envelope = etree.fromstring(parts[0].body)
     header = envelope.find(f"{{{SOAP_ENV}}}Header")
     out = etree.Element(f"{{{SOAP_ENV}}}Envelope", nsmap={"SOAP-ENV": SOAP_ENV})
@@ -80,7 +81,7 @@ def received() -> list[list[MimePart]]:
 @pytest_asyncio.fixture(loop_scope="module", scope="module", autouse=True)
 async def scan_service(ecosystem: Ecosystem, received: list[list[MimePart]]):
     app = web.Application(client_max_size=10 * 1024 * 1024)
-    app["received"] = received
+    app[RECEIVED] = received
     app.router.add_post("/scans", echo_service)
     runner = web.AppRunner(app)
     await runner.setup()
