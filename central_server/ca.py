@@ -127,15 +127,28 @@ class CertificateAuthority:
         ocsp_url: str | None = None,
         days: int = CA_DAYS,
         cert_days: int = CERT_DAYS,
+        issuer: CertificateAuthority | None = None,
     ) -> CertificateAuthority:
-        """Create keys, the root CA and the OCSP signer in an empty directory."""
+        """Create keys, the CA certificate and the OCSP signer in an empty directory.
+
+        Without ``issuer`` the CA is a self-signed root; with one it is an
+        intermediate CA that ``issuer`` certifies and records, so the
+        issuer's OCSP responder vouches for it (certificates-ocsp.md §6).
+        """
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)
         if (path / CA_KEY).exists():
             raise FileExistsError(f"a CA already exists in {path}")
 
         ca_key = pki.generate_key()
-        ca_cert = pki.build_ca(name or f"{instance} xgate CA", ca_key, now, days)
+        ca_name = name or f"{instance} xgate CA"
+        if issuer is None:
+            ca_cert = pki.build_ca(ca_name, ca_key, now, days)
+        else:
+            ca_cert = pki.build_intermediate_ca(
+                ca_name, ca_key, issuer.ca_key, issuer.ca_cert, now, days
+            )
+            issuer._record(ca_cert, "ca")
         ocsp_key = pki.generate_key()
         ocsp_cert = pki.build_ocsp_signer_cert(
             ca_key, ca_cert, ocsp_key, now, min(days, OCSP_SIGNER_DAYS)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import sqlite_utils
 from cryptography import x509
 
+from protocol import pki
 from protocol.errors import InvalidRequest, XRoadError
 from protocol.globalconf import (
     ApprovedCA,
@@ -101,6 +102,15 @@ class ServerRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class IntermediateCA:
+    """An intermediate CA certificate of an approved CA and its OCSP responder."""
+
+    cert: bytes  # DER
+    ocsp_url: str | None = None
+    ocsp_cert: bytes | None = None  # DER of the responder certificate
+
+
+@dataclass(frozen=True, slots=True)
 class CARecord:
     name: str
     cert: bytes  # DER
@@ -108,6 +118,7 @@ class CARecord:
     ocsp_cert: bytes | None  # DER of the responder certificate
     profile: str
     authentication_only: bool
+    intermediates: tuple[IntermediateCA, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +255,8 @@ class Registry:
         row = db.execute("SELECT value FROM meta WHERE key = 'instance'").fetchone()
         if row is None:
             raise IncompleteRegistry(f"registry {str(db_file)!r} has no instance")
+        with db.conn:
+            _create_intermediates_table(db)  # registries made before it existed
         return cls(db, json.loads(row[0]))
 
     def close(self) -> None:
@@ -559,20 +572,24 @@ class Registry:
         ocsp_url: str | None = None,
         ocsp_cert_der: bytes | None = None,
         authentication_only: bool = False,
+        intermediates: Sequence[IntermediateCA] = (),
     ) -> None:
-        """Approve a CA (its top certificate) with at most one OCSP responder."""
-        # TODO(#3): intermediate CA certificates and several OCSP responders per CA.
+        """Approve a CA: its top certificate and intermediates (global conf §7).
+
+        Each certificate may name one OCSP responder. Every intermediate must
+        chain up to the top CA through the others (certificates-ocsp.md §6).
+
+        :raises CannotCreateCertPath: an intermediate does not chain to the top.
+        """
+        # TODO(#3): several OCSP responders per CA certificate.
         _check_text(name, "CA name")
         _check_cert(cert_der, "CA certificate")
         _check_text(profile, "certificate profile")
-        if ocsp_url is not None:
-            _check_url(ocsp_url, "OCSP URL")
-        if ocsp_cert_der is not None:
-            if ocsp_url is None:
-                raise InvalidRegistryInput(
-                    "an OCSP responder certificate needs an OCSP URL"
-                )
-            _check_cert(ocsp_cert_der, "OCSP responder certificate")
+        _check_ocsp(ocsp_url, ocsp_cert_der)
+        for intermediate in intermediates:
+            _check_cert(intermediate.cert, "intermediate CA certificate")
+            _check_ocsp(intermediate.ocsp_url, intermediate.ocsp_cert)
+        _check_chains_to_top(cert_der, [i.cert for i in intermediates])
         with self._tx() as conn:
             if conn.execute(
                 "SELECT 1 FROM approved_cas WHERE name = ?", [name]
@@ -582,7 +599,16 @@ class Registry:
                 "SELECT 1 FROM approved_cas WHERE cert = ?", [cert_der]
             ).fetchone():
                 raise DuplicateEntry("this CA certificate is already approved")
-            conn.execute(
+            known = {bytes(r[0]) for r in conn.execute("SELECT cert FROM approved_cas")}
+            known |= {
+                bytes(r[0])
+                for r in conn.execute("SELECT cert FROM approved_ca_intermediates")
+            }
+            if any(i.cert in known for i in intermediates):
+                raise DuplicateEntry(
+                    "an intermediate CA certificate is already approved"
+                )
+            cursor = conn.execute(
                 "INSERT INTO approved_cas"
                 " (name, cert, ocsp_url, ocsp_cert, profile, authentication_only)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
@@ -595,13 +621,35 @@ class Registry:
                     int(authentication_only),
                 ],
             )
+            for intermediate in intermediates:
+                conn.execute(
+                    "INSERT INTO approved_ca_intermediates"
+                    " (ca_id, cert, ocsp_url, ocsp_cert) VALUES (?, ?, ?, ?)",
+                    [
+                        cursor.lastrowid,
+                        intermediate.cert,
+                        intermediate.ocsp_url,
+                        intermediate.ocsp_cert,
+                    ],
+                )
 
     def list_approved_cas(self) -> list[CARecord]:
+        per_ca: dict[int, list[IntermediateCA]] = {}
+        for row in self._read(
+            "SELECT ca_id, cert, ocsp_url, ocsp_cert"
+            " FROM approved_ca_intermediates ORDER BY id"
+        ):
+            per_ca.setdefault(row[0], []).append(IntermediateCA(*row[1:]))
         rows = self._read(
-            "SELECT name, cert, ocsp_url, ocsp_cert, profile, authentication_only"
+            "SELECT name, cert, ocsp_url, ocsp_cert, profile, authentication_only, id"
             " FROM approved_cas ORDER BY id"
         )
-        return [CARecord(r[0], r[1], r[2], r[3], r[4], bool(r[5])) for r in rows]
+        return [
+            CARecord(
+                r[0], r[1], r[2], r[3], r[4], bool(r[5]), tuple(per_ca.get(r[6], ()))
+            )
+            for r in rows
+        ]
 
     def add_approved_tsa(self, name: str, url: str, cert_der: bytes) -> None:
         _check_text(name, "TSA name")
@@ -818,18 +866,51 @@ def _load(der: bytes) -> x509.Certificate:
     return x509.load_der_x509_certificate(der)
 
 
+def _ocsp_infos(url: str | None, cert_der: bytes | None) -> tuple[OCSPInfo, ...]:
+    if not url:
+        return ()
+    return (OCSPInfo(url=url, cert=_load(cert_der) if cert_der else None),)
+
+
 def _approved_ca(record: CARecord) -> ApprovedCA:
-    ocsp: tuple[OCSPInfo, ...] = ()
-    if record.ocsp_url:
-        cert = _load(record.ocsp_cert) if record.ocsp_cert else None
-        ocsp = (OCSPInfo(url=record.ocsp_url, cert=cert),)
     return ApprovedCA(
         name=record.name,
         top_ca=_load(record.cert),
-        intermediates=(),
-        ocsp=ocsp,
+        intermediates=tuple(_load(i.cert) for i in record.intermediates),
+        ocsp=_ocsp_infos(record.ocsp_url, record.ocsp_cert),
         profile=record.profile,
         authentication_only=record.authentication_only,
+        intermediate_ocsp=tuple(
+            _ocsp_infos(i.ocsp_url, i.ocsp_cert) for i in record.intermediates
+        ),
+    )
+
+
+def _check_ocsp(url: str | None, cert_der: bytes | None) -> None:
+    if url is not None:
+        _check_url(url, "OCSP URL")
+    if cert_der is not None:
+        if url is None:
+            raise InvalidRegistryInput(
+                "an OCSP responder certificate needs an OCSP URL"
+            )
+        _check_cert(cert_der, "OCSP responder certificate")
+
+
+def _check_chains_to_top(top_der: bytes, intermediates: list[bytes]) -> None:
+    top = _load(top_der)
+    certs = [_load(der) for der in intermediates]
+    for cert in certs:
+        pki.build_cert_path(cert, [c for c in certs if c is not cert], [top])
+
+
+def _create_intermediates_table(db: sqlite_utils.Database) -> None:
+    if "approved_ca_intermediates" in db.table_names():
+        return
+    db.table("approved_ca_intermediates").create(
+        {"id": int, "ca_id": int, "cert": bytes, "ocsp_url": str, "ocsp_cert": bytes},
+        pk="id",
+        foreign_keys=[("ca_id", "approved_cas", "id")],
     )
 
 
@@ -890,6 +971,7 @@ def _create_schema(db: sqlite_utils.Database) -> None:
         pk="id",
     )
     db.table("approved_cas").create_index(["name"], unique=True)
+    _create_intermediates_table(db)
     db.table("approved_tsas").create(
         {"id": int, "name": str, "url": str, "cert": bytes}, pk="id"
     )

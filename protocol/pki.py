@@ -268,6 +268,35 @@ def build_ca(
     return builder.sign(key, hashes.SHA256())  # type: ignore[arg-type]
 
 
+def build_intermediate_ca(
+    name: str | x509.Name,
+    key: object,
+    issuer_key: object,
+    issuer_cert: x509.Certificate,
+    now: datetime,
+    days: int,
+    serial: int | None = None,
+) -> x509.Certificate:
+    """Issue an intermediate CA certificate below ``issuer_cert`` (§1, §6)."""
+    subject = name if isinstance(name, x509.Name) else _cn(name)
+    public_key = key.public_key()  # type: ignore[attr-defined]
+    not_after = min(now + timedelta(days=days), issuer_cert.not_valid_after_utc)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_cert.subject)
+        .public_key(public_key)
+        .serial_number(serial or x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_key_usage(key_cert_sign=True, crl_sign=True), critical=True)
+        .add_extension(_ski(public_key), critical=False)
+        .add_extension(_aki(issuer_cert), critical=False)
+    )
+    return builder.sign(issuer_key, hashes.SHA256())  # type: ignore[arg-type]
+
+
 def _cn(name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
 

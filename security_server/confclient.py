@@ -14,8 +14,11 @@ whose digest still matches, fetch the rest, then swap all files in at once
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -72,6 +75,12 @@ _FILE_NAMES = {
 
 class MissingInstanceIdentifier(GlobalConfError):
     code = "GlobalConfMissingInstanceIdentifier"
+
+
+class AnchorInstanceMismatch(GlobalConfError):
+    """A re-imported anchor names another instance than the server's (§5)."""
+
+    code = "AnchorInstanceMismatch"
 
 
 class ConfHttpError(HttpError):
@@ -345,6 +354,61 @@ class ConfClient:
             for path in folder.iterdir():
                 if path.is_file() and path.name not in names:
                     path.unlink()
+
+
+# -- anchor re-import (global-configuration.md §5) ----------------------------
+
+
+def anchor_fingerprint(data: bytes) -> str:
+    """SHA-224 of the anchor file, upper-case hex pairs joined by ``:`` (§5)."""
+    return ":".join(f"{b:02X}" for b in hashlib.sha224(data).digest())
+
+
+async def import_anchor(
+    anchor_path: Path,
+    data: bytes,
+    *,
+    instance: str,
+    clock: Callable[[], datetime] = utc_now,
+    session: aiohttp.ClientSession | None = None,
+) -> GlobalConf:
+    """Replace a server's anchor once a configuration verifies through it.
+
+    The new anchor must name ``instance``; a configuration with private
+    parameters is then downloaded into a scratch directory and verified with
+    the new anchor's certificates alone. Only then is ``anchor_path``
+    replaced; on any failure nothing changes. The stored configuration is
+    left to the server's own refresh loop (or its next start), which reads
+    the new anchor: two writers in one configuration directory would clash.
+
+    :raises AnchorInstanceMismatch: the anchor belongs to another instance.
+    :raises GlobalConfError: malformed anchor, or no configuration verified.
+    """
+    anchor = parse_anchor(data)
+    if anchor.instance != instance:
+        raise AnchorInstanceMismatch(
+            f"anchor is for instance {anchor.instance!r}, this server is in {instance!r}"
+        )
+
+    scratch = Path(
+        await asyncio.to_thread(
+            tempfile.mkdtemp, prefix=".anchor-check-", dir=anchor_path.parent
+        )
+    )
+    try:
+        trial_anchor = scratch / "anchor.xml"
+        await asyncio.to_thread(trial_anchor.write_bytes, data)
+        trial = ConfClient(scratch / "conf", trial_anchor, session=session, clock=clock)
+        conf = await trial.download()
+        await asyncio.to_thread(write_atomic, anchor_path, data)
+    finally:
+        await asyncio.to_thread(shutil.rmtree, scratch, True)
+    log.info(
+        "configuration anchor imported instance=%s fingerprint=%s",
+        instance,
+        anchor_fingerprint(data),
+    )
+    return conf
 
 
 # -- helpers -----------------------------------------------------------------

@@ -173,29 +173,53 @@ class OCSPCache:
             out.append(der)
         return out
 
+    def signing_evidence(
+        self, cert: x509.Certificate
+    ) -> tuple[list[bytes], list[x509.Certificate]]:
+        """OCSP responses and intermediate CA certs to embed beside ``cert``.
+
+        certificates-ocsp.md §6, own chain: the intermediates between ``cert``
+        and its top CA go into ``CertificateValues`` and each certificate but
+        the top CA needs a fresh response, end entity first.
+
+        :raises OCSPResponseMissing: one of them has no fresh response.
+        """
+        conf = self._conf()
+        chain = [cert]
+        if conf is not None:
+            chain = [t.cert for t in self._targets_for(conf, cert)] or chain
+        return self.responses_for(chain), chain[1:]
+
     # -- refreshing ---------------------------------------------------------------
 
     def _targets(self, conf: GlobalConf) -> list[_Target]:
         """Our leaves plus each intermediate CA up to (not including) the top CA."""
-        ca_certs = conf.ca_certs(conf.own_instance)
         targets: dict[str, _Target] = {}
         for leaf in self._certs():
-            cert = leaf
-            for _ in range(MAX_CHAIN_DEPTH):
-                ca = conf.approved_ca_for(cert, conf.own_instance)
-                issuer = pki.find_issuer(cert, ca_certs)
-                if ca is None or issuer is None:
-                    log.warning(
-                        "ocsp no approved issuer serial=%x issuer=%s",
-                        cert.serial_number,
-                        cert.issuer.rfc4514_string(),
-                    )
-                    break
-                targets.setdefault(pki.cert_sha256_hex(cert), _Target(cert, issuer, ca))
-                if issuer == ca.top_ca or issuer.subject == issuer.issuer:
-                    break
-                cert = issuer
+            for target in self._targets_for(conf, leaf):
+                targets.setdefault(pki.cert_sha256_hex(target.cert), target)
         return list(targets.values())
+
+    def _targets_for(self, conf: GlobalConf, leaf: x509.Certificate) -> list[_Target]:
+        """``leaf`` and the intermediate CAs above it, up to the top CA."""
+        ca_certs = conf.ca_certs(conf.own_instance)
+        targets: list[_Target] = []
+        cert = leaf
+        for _ in range(MAX_CHAIN_DEPTH):
+            ca = conf.approved_ca_for(cert, conf.own_instance)
+            issuer = pki.find_issuer(cert, ca_certs)
+            if ca is None or issuer is None:
+                log.warning(
+                    "ocsp no approved issuer serial=%x issuer=%s",
+                    cert.serial_number,
+                    cert.issuer.rfc4514_string(),
+                )
+                break
+            targets.append(_Target(cert, issuer, ca))
+            if issuer == ca.top_ca or issuer.subject == issuer.issuer:
+                break
+            cert = issuer
+        return targets
 
     def _due(self, key: str, now: datetime, freshness: int) -> bool:
         entry = self._by_sha256.get(key)
