@@ -17,7 +17,11 @@ from pathlib import Path
 
 import click
 
-from protocol.auditor import failure_report, verify_container
+from protocol.auditor import (
+    failure_report,
+    has_body_not_logged_marker,
+    verify_container,
+)
 from protocol.errors import XRoadError
 from protocol.globalconf import GlobalConf
 from protocol.identifiers import ClientId, ServiceId
@@ -34,6 +38,7 @@ from security_server.settings import ServerSettings
 # More containers than this get a progress bar; reports then follow it.
 PROGRESS_THRESHOLD = 5
 CONF_SUBDIR = "globalconf"
+BODY_NOT_LOGGED = "body-not-logged"
 
 
 @contextlib.contextmanager
@@ -147,9 +152,11 @@ def log_find(directory: Path, limit: int, **filters: str | None) -> None:
     for record in records:
         kind = "response" if record.response else "request"
         stamped = "stamped" if record.timestamp_token else "unstamped"
+        # A last column only for records logged without their body (§1).
+        note = "" if record.body_logged else f"\t{BODY_NOT_LOGGED}"
         click.echo(
             f"{record.id}\t{record.time.isoformat()}\t{record.query_id}\t{kind}\t"
-            f"{record.client.slash()}\t{record.service.slash()}\t{stamped}"
+            f"{record.client.slash()}\t{record.service.slash()}\t{stamped}{note}"
         )
     click.echo(f"{len(records)} record(s)", err=True)
 
@@ -177,7 +184,10 @@ def log_export(directory: Path, limit: int, out: Path, **filters: str | None) ->
         out.mkdir(parents=True, exist_ok=True)
         for name, data in exported:
             (out / name).write_bytes(data)
-            click.echo(str(out / name))
+            note = ""
+            if has_body_not_logged_marker(data):
+                note = f"\t{BODY_NOT_LOGGED}: its signature cannot verify"
+            click.echo(f"{out / name}{note}")
 
 
 def load_verification_conf(path: Path) -> GlobalConf:

@@ -284,6 +284,67 @@ def central_tsa_add(directory: Path, name: str, url: str, cert_file: Path) -> No
     click.echo(f"timestamping authority {name!r} approved at {url}")
 
 
+@central.command("ca-add")
+@dir_option
+@click.option("--name", required=True, help="Name of the approved CA.")
+@click.option(
+    "--cert", "cert_file", required=True, type=click.Path(exists=True, path_type=Path)
+)
+@click.option(
+    "--intermediate",
+    "intermediate_files",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="An intermediate CA certificate below it (repeatable).",
+)
+@click.option("--ocsp-url", required=True, help="The CA's OCSP responder URL.")
+@click.option(
+    "--ocsp-cert",
+    "ocsp_cert_file",
+    default=None,
+    type=click.Path(exists=True, path_type=Path),
+    help="The responder's certificate, when it is not the CA or its delegate.",
+)
+@click.option("--profile", default=None, help="Certificate profile (default EJBCA).")
+@click.option("--auth-only", is_flag=True, help="Only for authentication certs.")
+def central_ca_add(
+    directory: Path,
+    name: str,
+    cert_file: Path,
+    intermediate_files: tuple[Path, ...],
+    ocsp_url: str,
+    ocsp_cert_file: Path | None,
+    profile: str | None,
+    auth_only: bool,
+) -> None:
+    """Approve an external CA; its intermediates share its OCSP responder."""
+    from central_server.registry import IntermediateCA
+    from protocol.pki import EJBCA_PROFILE
+
+    def der(path: Path) -> bytes:
+        cert = _load_cert(path.read_bytes())
+        return cert.public_bytes(serialization.Encoding.DER)
+
+    with coded_errors(), _registry(directory) as registry:
+        ocsp_cert = der(ocsp_cert_file) if ocsp_cert_file else None
+        registry.add_approved_ca(
+            name,
+            der(cert_file),
+            profile=profile or EJBCA_PROFILE,
+            ocsp_url=ocsp_url,
+            ocsp_cert_der=ocsp_cert,
+            authentication_only=auth_only,
+            intermediates=[
+                IntermediateCA(der(path), ocsp_url, ocsp_cert)
+                for path in intermediate_files
+            ],
+        )
+    click.echo(
+        f"certification authority {name!r} approved"
+        f" with {len(intermediate_files)} intermediate(s); publish to announce it"
+    )
+
+
 @central.command("cert-issue")
 @dir_option
 @click.argument("csr_file", type=click.Path(exists=True, path_type=Path))
@@ -611,6 +672,31 @@ def server_cert_import(directory: Path, cert_file: Path, pin: str | None) -> Non
     click.echo(f"imported {cert_file}")
 
 
+@server.command("anchor-import")
+@dir_option
+@click.argument("anchor_file", type=click.Path(exists=True, path_type=Path))
+def server_anchor_import(directory: Path, anchor_file: Path) -> None:
+    """Replace the configuration anchor, once a configuration verifies with it.
+
+    The anchor must be for this server's instance; if the configuration it
+    points to cannot be downloaded and verified, the stored anchor stays.
+    """
+    from security_server.confclient import anchor_fingerprint, import_anchor
+    from security_server.server import ANCHOR_FILE
+
+    settings = _settings(directory)
+    data = anchor_file.read_bytes()
+    with coded_errors():
+        asyncio.run(
+            import_anchor(
+                directory / ANCHOR_FILE,
+                data,
+                instance=settings.instance,
+            )
+        )
+    click.echo(f"anchor imported, fingerprint {anchor_fingerprint(data)}")
+
+
 @server.command("client-add")
 @dir_option
 @click.argument("client")
@@ -621,6 +707,24 @@ def server_client_add(directory: Path, client: str) -> None:
     with coded_errors(), _serverconf(directory) as serverconf:
         serverconf.add_client(client_id)
     click.echo(f"client {client_id} added")
+
+
+@server.command("message-body-logging")
+@dir_option
+@click.argument("client")
+@click.argument("state", type=click.Choice(["on", "off"]))
+def server_message_body_logging(directory: Path, client: str, state: str) -> None:
+    """Log message bodies for CLIENT, or not (message-log.md §1).
+
+    With "off", the client's records keep no SOAP body, REST body, path or
+    query, and their signatures can no longer be verified. This overrides
+    log_bodies in server.json for CLIENT; a running server sees it at once.
+    """
+    settings = _settings(directory)
+    client_id = _client(settings.instance, client)
+    with coded_errors(), _serverconf(directory) as serverconf:
+        serverconf.set_message_body_logging(client_id, state == "on")
+    click.echo(f"message body logging {state} for {client_id}")
 
 
 @server.command("service-add")

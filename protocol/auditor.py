@@ -11,7 +11,9 @@ snake case of X-Road 7.8+); an error's ``code`` is its complete code.
 from __future__ import annotations
 
 import binascii
-from dataclasses import dataclass
+import io
+import zipfile
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import ClassVar
 
@@ -36,6 +38,7 @@ from .errors import (
     IncorrectCertificate,
     IncorrectValidationInfo,
     InvalidHashChainRef,
+    InvalidSignatureValue,
     MalformedSignature,
     XRoadError,
 )
@@ -69,6 +72,14 @@ _XROAD_CLIENT = f"{{{XROAD_NS}}}client"
 _XROAD_SERVICE = f"{{{XROAD_NS}}}service"
 TS_DATA_REF = "/" + ENTRY_SIGNATURE
 LEGACY_TS_MANIFEST_ID = "ts-root-manifest"
+# Our marker entry in containers of records logged without their body
+# (message-log.md §1); its text is for a human who unpacks the container.
+BODY_NOT_LOGGED_ENTRY = "META-INF/xgate-body-not-logged.txt"
+BODY_NOT_LOGGED_NOTE = (
+    b"Body logging was off for this message: message.xml lacks its body (SOAP)"
+    b" or its path, query and body (REST), so the signature cannot verify.\n"
+)
+BODY_NOT_LOGGED_REPORT = "The message body was not logged (body logging was off)."
 
 
 # -- errors whose code is the reference's full code ---------------------------
@@ -100,6 +111,12 @@ class InvalidCertPathValidation(pki.InvalidCertPath):
 
 class InvalidCertPathValidationInfo(pki.InvalidCertPath):
     code = "InvalidCertPath.IncorrectValidationInfo"
+
+
+class MessageBodyNotLogged(InvalidSignatureValue):
+    """The container says its body was not logged, and its signature fails."""
+
+    code = "MessageBodyNotLogged"
 
 
 class InvalidReference(MalformedSignature):
@@ -135,6 +152,10 @@ class Verdict:
     attachments: tuple[AttachmentDigest, ...]
     batch_signature: bool
     batch_timestamp: bool
+    # False: the container carries the body-not-logged marker and still
+    # verified, e.g. a REST response whose body is only referenced through
+    # the signature hash chain (§8 step 5): the body digest stays unverified.
+    body_logged: bool = True
 
     def report(self) -> str:
         """The text the reference verifier prints on success (§8 output)."""
@@ -152,6 +173,8 @@ class Verdict:
             lines.append(
                 f'The digest for "{item.uri}" is: {item.digest.hex()} ({state})'
             )
+        if not self.body_logged:
+            lines.append(BODY_NOT_LOGGED_REPORT)
         return "\n".join(lines)
 
 
@@ -187,16 +210,53 @@ def _dn(name: x509.Name) -> str:
 def verify_container(data: bytes, conf: GlobalConf) -> Verdict:
     """Verify one ``.asice`` container at its own timestamp time (§8 steps 1-9).
 
+    A container carrying the :data:`BODY_NOT_LOGGED_ENTRY` marker holds a
+    message logged without its body (message-log.md §1). Its timestamp is
+    checked as usual (steps 3-4, before step 2), but a failure of the
+    remaining steps is reported as :class:`MessageBodyNotLogged`: the
+    signature covers bytes that were never logged. Such a container can
+    still verify when only a hash-chained body is missing (a REST response,
+    §8 step 5); its verdict then has ``body_logged=False``.
+
     :param conf: the trust configuration (a verification configuration or a
         security server's ``globalconf/``); its expiry is not checked.
     :raises XRoadError: the first failed check; ``code`` is the full code.
     """
     container = parse_asic(data)
+    if has_body_not_logged_marker(data):
+        return _verify_stripped(container, conf)
+
     signer = signer_of(container.message)
     signature = _find_signature(container.signature)
     data_uri = _check_data_reference(signature)
-
     stamp = _verify_timestamp(container, signature, conf)
+    return _verify_signed(container, signature, data_uri, stamp, signer, conf)
+
+
+def _verify_stripped(container: ASiCContainer, conf: GlobalConf) -> Verdict:
+    signature = _find_signature(container.signature)
+    data_uri = _check_data_reference(signature)
+    stamp = _verify_timestamp(container, signature, conf)
+    try:
+        signer = signer_of(container.message)
+        verdict = _verify_signed(container, signature, data_uri, stamp, signer, conf)
+    except XRoadError as exc:
+        raise MessageBodyNotLogged(
+            "the message was logged without its body (message-log.md §1), so its"
+            f" signature cannot verify; first failed check: {exc.full_code}"
+        ) from exc
+    return replace(verdict, body_logged=False)
+
+
+def _verify_signed(
+    container: ASiCContainer,
+    signature: etree._Element,
+    data_uri: str,
+    stamp: TimestampInfo,
+    signer: ClientId,
+    conf: GlobalConf,
+) -> Verdict:
+    """Steps 5-9, once the timestamp has given the time *T*."""
     at = stamp.gen_time
     attachments: tuple[AttachmentDigest, ...] = ()
     if data_uri == SIG_HASH_CHAIN_RESULT:
@@ -222,6 +282,34 @@ def verify_container(data: bytes, conf: GlobalConf) -> Verdict:
         batch_signature=data_uri == SIG_HASH_CHAIN_RESULT,
         batch_timestamp=container.timestamp is not None,
     )
+
+
+# -- the body-not-logged marker (message-log.md §1) -------------------------------
+
+
+def add_body_not_logged_marker(data: bytes, *, time: datetime) -> bytes:
+    """``data`` (an ``.asice``) with the :data:`BODY_NOT_LOGGED_ENTRY` added.
+
+    The entry is ours, not X-Road's: other readers ignore it (§6), and it is
+    not signed, so it can only make a container fail, never pass.
+    """
+    moment = time.astimezone(UTC) if time.tzinfo else time
+    stamp = max(moment.timetuple()[:6], (1980, 1, 1, 0, 0, 0))
+    buffer = io.BytesIO(data)
+    with zipfile.ZipFile(buffer, "a", zipfile.ZIP_DEFLATED) as archive:
+        info = zipfile.ZipInfo(BODY_NOT_LOGGED_ENTRY, date_time=stamp)
+        info.compress_type = zipfile.ZIP_DEFLATED
+        archive.writestr(info, BODY_NOT_LOGGED_NOTE)
+    return buffer.getvalue()
+
+
+def has_body_not_logged_marker(data: bytes) -> bool:
+    """True when the container says its message was logged without the body."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            return BODY_NOT_LOGGED_ENTRY in archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return False
 
 
 def signer_of(message: bytes) -> ClientId:

@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 from protocol.asic import ASiCContainer, asic_file_name, build_asic
+from protocol.auditor import add_body_not_logged_marker
 from protocol.errors import XRoadError
 from protocol.identifiers import ClientId, ServiceId
 
@@ -96,6 +97,8 @@ def build_record_container(record: StoredRecord) -> bytes:
     A single timestamp already sits inside the stored signature (§5); a
     batch one comes as ``META-INF/timestamp.tst`` with the shared
     ``ts-hashchainresult.xml`` and the record's own ``ts-hashchain.xml`` (§6).
+    A record logged without its body gets the auditor's body-not-logged
+    marker entry (``protocol.auditor.BODY_NOT_LOGGED_ENTRY``).
 
     :raises RecordNotTimestamped: the record has no timestamp yet.
     """
@@ -115,7 +118,11 @@ def build_record_container(record: StoredRecord) -> bytes:
             f"attachment{n}": body for n, body in enumerate(record.attachments, 1)
         },
     )
-    return build_asic(container, time=record.time)
+    data = build_asic(container, time=record.time)
+    if not record.body_logged:
+        # Say why its signature fails before an auditor has to guess (§1).
+        data = add_body_not_logged_marker(data, time=record.time)
+    return data
 
 
 def container_name(record: StoredRecord) -> str:

@@ -15,16 +15,20 @@ import asyncio
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlite_utils
+from lxml import etree
 
 from protocol.digests import b64, sha512
-from protocol.errors import LoggingFailed
+from protocol.errors import ClientRequestError, LoggingFailed
 from protocol.identifiers import ClientId, ServiceId
+from protocol.soap import SOAP_ENV_NS
+from protocol.xml import parse_xml
 
 T = TypeVar("T")
 
@@ -58,7 +62,8 @@ _SCHEMA = (
         stamped_at INTEGER,
         timestamp_record INTEGER,
         timestamp_hash_chain BLOB,
-        archived INTEGER NOT NULL DEFAULT 0
+        archived INTEGER NOT NULL DEFAULT 0,
+        body_logged INTEGER NOT NULL DEFAULT 1
     )""",
     """CREATE TABLE IF NOT EXISTS message_attachment (
         record_id INTEGER NOT NULL REFERENCES message_record(id),
@@ -82,6 +87,8 @@ _SCHEMA = (
 _ADDED_COLUMNS = {
     "timestamp_record_id": "INTEGER REFERENCES timestamp_record(id)",
     "timestamp_hash_chain": "BLOB",
+    # 0: the body was stripped before logging (§1), the signature cannot verify.
+    "body_logged": "INTEGER NOT NULL DEFAULT 1",
 }
 
 
@@ -101,6 +108,8 @@ class LogRecord:
     hash_chain: bytes | None
     attachments: list[bytes]  # REST body = attachment 1
     rest: bool
+    # False: the body was stripped by strip_body() before logging (§1).
+    body_logged: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +139,8 @@ class StoredRecord:
     timestamp_record_id: int | None = None
     timestamp_hash_chain_result: bytes | None = None
     timestamp_hash_chain: bytes | None = None
+    # False: logged without its body (§1); its signature no longer verifies.
+    body_logged: bool = True
 
     @property
     def batch_timestamp(self) -> bool:
@@ -165,6 +176,61 @@ def _add_missing_columns(conn: sqlite3.Connection) -> None:
             conn.execute(f"ALTER TABLE message_record ADD COLUMN {name} {kind}")
 
 
+def strip_body(record: LogRecord) -> LogRecord:
+    """``record`` as logged with body logging off (message-log.md §1).
+
+    SOAP: the Body keeps no children and no text; envelope and header stay.
+    REST request: the path and query line becomes empty; method and headers
+    stay. REST response: the status part stays as it is. Bodies and
+    attachments are dropped in every case. The result is marked
+    ``body_logged=False``: its signature can no longer verify.
+
+    :raises LoggingFailed: the SOAP message cannot be read back.
+    """
+    if record.rest:
+        message = _strip_rest(record.message, record.response)
+    else:
+        message = _strip_soap(record.message)
+    return replace(record, message=message, attachments=[], body_logged=False)
+
+
+def _strip_soap(message: bytes) -> bytes:
+    try:
+        root = parse_xml(message)
+    except ClientRequestError as exc:
+        raise LoggingFailed(f"cannot strip the SOAP body: {exc.message}") from exc
+    body = root.find(f"{{{SOAP_ENV_NS}}}Body")
+    if body is not None:
+        for child in list(body):
+            body.remove(child)
+        body.text = None
+    stripped: bytes = etree.tostring(root)
+    if message.lstrip().startswith(b"<?xml"):
+        stripped = b'<?xml version="1.0" encoding="UTF-8"?>\n' + stripped
+    return stripped
+
+
+def _strip_rest(message: bytes, response: bool) -> bytes:
+    if response:
+        return message  # status, reason and headers: nothing to strip
+    method, _, rest = message.partition(b"\r\n")
+    _, _, headers = rest.partition(b"\r\n")
+    return method + b"\r\n\r\n" + headers
+
+
+# A row waiting for group commit: its columns, its bodies, its caller.
+_Queued = tuple[dict[str, Any], list[bytes], "asyncio.Future[int]"]
+
+
+def _settle(future: asyncio.Future[int], outcome: int | BaseException) -> None:
+    if future.done():  # the caller was cancelled; its row may still be written
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+
 def signature_hash(signature: bytes) -> str:
     """base64(SHA-512(signature bytes)): the time-stamp leaf (message-log.md §2)."""
     return b64(sha512(signature))
@@ -186,6 +252,10 @@ class MessageLog:
     def __init__(self, db: sqlite_utils.Database, executor: ThreadPoolExecutor) -> None:
         self._db = db
         self._executor = executor
+        # Group commit (see append): rows waiting for the next transaction,
+        # and the task that commits them.
+        self._queued: list[_Queued] = []
+        self._committer: asyncio.Task[None] | None = None
 
     @classmethod
     def open(cls, path: Path) -> MessageLog:
@@ -230,29 +300,67 @@ class MessageLog:
     async def append(self, record: LogRecord, now: datetime) -> int:
         """Store ``record``; return its id once the row is durably committed.
 
+        Group commit: records appended while a commit is under way wait
+        together and are written by the next commit, in one transaction and
+        one fsync, so concurrent exchanges share the cost. Each caller still
+        returns only after its own row is on disk.
+
         :raises LoggingFailed: the caller must then fail the exchange (§1).
         """
-        row = _row(record, _ms(now))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[int] = loop.create_future()
+        self._queued.append((_row(record, _ms(now)), record.attachments, future))
+        if self._committer is None or self._committer.done():
+            self._committer = loop.create_task(self._commit_queued())
+        return await future
 
-        def insert() -> int:
-            with self._db.conn:
-                cursor = self._db.conn.execute(
+    async def _commit_queued(self) -> None:
+        while self._queued:
+            batch, self._queued = self._queued, []
+            if len(batch) > 1 and await self._commit(batch):
+                continue
+            # One bad row must not fail its neighbours: commit each alone.
+            for item in batch:
+                await self._commit([item])
+
+    async def _commit(self, batch: list[_Queued]) -> bool:
+        """Commit ``batch`` in one transaction and settle its callers.
+
+        Returns False, settling nobody, when a batch of several failed.
+        """
+        rows = [(row, attachments) for row, attachments, _ in batch]
+        try:
+            ids = await self._run(partial(self._insert, rows))
+        except Exception as exc:  # noqa: BLE001 - a caller must never hang
+            if len(batch) > 1:
+                return False
+            if not isinstance(exc, LoggingFailed):
+                exc = LoggingFailed(f"message log write failed: {exc}")
+            _settle(batch[0][2], exc)
+            return True
+        for (_, _, future), record_id in zip(batch, ids, strict=True):
+            _settle(future, record_id)
+        return True
+
+    def _insert(self, rows: list[tuple[dict[str, Any], list[bytes]]]) -> list[int]:
+        """Insert ``rows`` and their attachments in one transaction."""
+        conn = self._db.conn
+        ids: list[int] = []
+        with conn:
+            for row, attachments in rows:
+                cursor = conn.execute(
                     f"INSERT INTO message_record ({', '.join(row)}) "
                     f"VALUES ({', '.join('?' for _ in row)})",
                     tuple(row.values()),
                 )
                 record_id = int(cursor.lastrowid or 0)
-                self._db.conn.executemany(
+                conn.executemany(
                     "INSERT INTO message_attachment (record_id, position, body) "
                     "VALUES (?, ?, ?)",
-                    [
-                        (record_id, n, body)
-                        for n, body in enumerate(record.attachments, 1)
-                    ],
+                    [(record_id, n, body) for n, body in enumerate(attachments, 1)],
                 )
-            return record_id
-
-        return await self._run(insert)
+                ids.append(record_id)
+        return ids
 
     async def unstamped(self, limit: int = 100) -> list[PendingStamp]:
         """Message records without a time-stamp, oldest first.
@@ -364,6 +472,38 @@ class MessageLog:
 
         return await self._run(update) if unique else 0
 
+    async def remove_archived(self, before: datetime) -> int:
+        """Delete archived records logged before ``before``; return how many.
+
+        Retention (message-log.md §7, ``keep-records-for``): a record goes
+        only once it is archived *and* older than the keep period, never
+        before. Its attachments go with it, and so do batch timestamp
+        records no remaining record points to. All in one transaction.
+        """
+        cutoff = _ms(before)
+        doomed = "SELECT id FROM message_record WHERE archived = 1 AND time < ?"
+
+        def delete() -> int:
+            conn = self._db.conn
+            with conn:
+                conn.execute(
+                    f"DELETE FROM message_attachment WHERE record_id IN ({doomed})",
+                    (cutoff,),
+                )
+                cursor = conn.execute(
+                    "DELETE FROM message_record WHERE archived = 1 AND time < ?",
+                    (cutoff,),
+                )
+                removed = cursor.rowcount
+                conn.execute(
+                    "DELETE FROM timestamp_record WHERE id NOT IN"
+                    " (SELECT timestamp_record_id FROM message_record"
+                    " WHERE timestamp_record_id IS NOT NULL)"
+                )
+            return removed
+
+        return await self._run(delete)
+
     async def set_batch_timestamp(
         self,
         shares: list[BatchStamp],
@@ -459,6 +599,7 @@ def _row(record: LogRecord, time_ms: int) -> dict[str, Any]:
         "hash_chain_result": record.hash_chain_result,
         "hash_chain": record.hash_chain,
         "rest": int(record.rest),
+        "body_logged": int(record.body_logged),
     }
 
 
@@ -494,6 +635,7 @@ def _stored(row: dict[str, Any], attachments: list[bytes]) -> StoredRecord:
         timestamp_record_id=row.get("timestamp_record_id"),
         timestamp_hash_chain_result=_blob(row.get("batch_result")),
         timestamp_hash_chain=_blob(row["timestamp_hash_chain"]),
+        body_logged=bool(row.get("body_logged", 1)),
     )
 
 

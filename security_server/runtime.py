@@ -21,7 +21,7 @@ from protocol.globalconf import GlobalConf
 from protocol.identifiers import ClientId, GlobalGroupId, ServiceId
 from protocol.signature import SignedMessage, sign_parts
 
-from .messagelog import LogRecord, MessageLog
+from .messagelog import LogRecord, MessageLog, strip_body
 from .serverconf import ServiceConfig
 from .settings import ServerSettings
 
@@ -147,8 +147,13 @@ class Runtime:
         no longer be completed (message-log.md §1). With timestamp-immediately
         the record is stamped before this returns, and a failed stamp fails
         the exchange (the record stays logged, unstamped, for a later round).
+        With body logging off for the record's client, the body is stripped
+        first (:func:`~.messagelog.strip_body`).
         """
         self.check_timestamping()
+        if not await self.logs_bodies(record.filed_under):
+            # Parsing a large SOAP envelope is CPU work: keep it off the loop.
+            record = await asyncio.to_thread(strip_body, record)
         try:
             record_id = await self.message_log.append(record, self.clock())
         except XRoadError:
@@ -167,6 +172,14 @@ class Runtime:
                 detail="TimestamperFailed",
             ) from exc
         return record_id
+
+    async def logs_bodies(self, client_id: ClientId) -> bool:
+        """Whether bodies filed under ``client_id`` are logged (message-log.md §1).
+
+        The client's own switch wins; without one, the server-wide setting.
+        """
+        own = await asyncio.to_thread(self.serverconf.message_body_logging, client_id)
+        return self.settings.log_bodies if own is None else own
 
     def check_timestamping(self) -> None:
         conf = self.conf_client.current

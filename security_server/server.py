@@ -3,7 +3,8 @@
 ``init_server`` creates a data directory from an anchor; ``SecurityServer``
 starts the client proxy, the server proxy (mutual TLS), the OCSP responder for
 peers and the background tasks (configuration refresh, OCSP refresh,
-timestamping). Both the ``xgate server`` commands and ``xgate demo`` use them.
+timestamping, archiving with retention). Both the ``xgate server`` commands
+and ``xgate demo`` use them.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import aiohttp
@@ -28,6 +29,7 @@ from protocol.globalconf import GlobalConf
 from protocol.identifiers import ClientId
 
 from . import tls
+from .archiver import archive_records
 from .clientproxy import ClientProxy
 from .confclient import ConfClient
 from .messagelog import MessageLog
@@ -43,6 +45,7 @@ from .token import SoftToken
 log = logging.getLogger(__name__)
 
 ANCHOR_FILE = "anchor.xml"
+ARCHIVE_SUBDIR = "archive"
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +213,7 @@ class SecurityServer:
             ocsp.run(),
             timestamper.run(),
             self._follow_conf(),
+            self._archive_periodically(),
         ):
             self._tasks.append(asyncio.create_task(job))
         log.info("security server %s started", settings.server_id)
@@ -240,6 +244,49 @@ class SecurityServer:
                 )
                 seen = conf
             await asyncio.sleep(1)
+
+    @property
+    def archive_dir(self) -> Path:
+        """Where the scheduled archiver writes (``archive_dir`` in server.json)."""
+        configured = self.settings.archive_dir
+        return Path(configured) if configured else self.directory / ARCHIVE_SUBDIR
+
+    async def _archive_periodically(self) -> None:
+        """Every ``archive_interval_seconds``: archive, then apply retention (§7)."""
+        while True:
+            await asyncio.sleep(self.settings.archive_interval_seconds)
+            await self.archive_once()
+
+    async def archive_once(self) -> int:
+        """Archive stamped records, then delete archived ones past the keep period.
+
+        Returns how many records were deleted. Never raises: a failure is
+        logged and the next round tries again; records are deleted only
+        after an archiving step that did not fail.
+        """
+        runtime = self.runtime
+        if runtime is None:
+            return 0
+        now = self.clock()
+        try:
+            written = await archive_records(
+                runtime.message_log, self.archive_dir, now=now
+            )
+            keep = timedelta(days=self.settings.keep_records_days)
+            removed = await runtime.message_log.remove_archived(now - keep)
+        except XRoadError as err:
+            log.error("archiving failed code=%s: %s", err.full_code, err.message)
+            return 0
+        except Exception:  # noqa: BLE001 - the background task must keep running
+            log.exception("archiving failed")
+            return 0
+        log.info(
+            "archiving done archives=%s records_removed=%s dir=%s",
+            len(written),
+            removed,
+            self.archive_dir,
+        )
+        return removed
 
     async def _site(
         self, app: web.Application, host: str, port: int, **kwargs: object

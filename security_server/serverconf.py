@@ -32,6 +32,8 @@ from protocol.identifiers import (
 )
 
 DB_NAME = "serverconf.db"
+# settings key prefix of a client's body-logging switch, then its slash form
+_BODY_LOGGING_KEY = "message_body_logging:"
 ANY_METHOD = "*"
 ANY_PATH = "**"
 _MAX_DECODE_ROUNDS = 8
@@ -354,6 +356,26 @@ class ServerConf:
                 self.db.table(table).delete_where("provider = ?", [key])
             self.db.table("local_groups").delete_where("owner = ?", [key])
             self.db.table("local_group_members").delete_where("owner = ?", [key])
+            self.db.table("settings").delete_where("key = ?", [_BODY_LOGGING_KEY + key])
+
+    # -- message body logging (message-log.md §1) --------------------------
+
+    def set_message_body_logging(self, client_id: ClientId, enabled: bool) -> None:
+        """Switch body logging on or off for one of our clients.
+
+        The per-client choice overrides ``ServerSettings.log_bodies``.
+
+        :raises UnknownMember: ``client_id`` is not a client of this server.
+        """
+        if self.client_status(client_id) is None:
+            raise UnknownMember(f"client {client_id} is not on this security server")
+        key = _BODY_LOGGING_KEY + _client_key(client_id)
+        self.set_setting(key, "on" if enabled else "off")
+
+    def message_body_logging(self, client_id: ClientId) -> bool | None:
+        """The client's own body-logging switch, or None when it has none."""
+        value = self.get_setting(_BODY_LOGGING_KEY + _client_key(client_id))
+        return None if value is None else value == "on"
 
     # -- services -------------------------------------------------------------
 

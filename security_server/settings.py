@@ -53,6 +53,19 @@ class ServerSettings:
     # the exchange. Costs one TSA round trip per message and makes every
     # exchange depend on the TSA being up; the failure period is then unused.
     timestamp_immediately: bool = False
+    # message-body-logging (message-log.md §1). Off: SOAP bodies, REST bodies
+    # and REST paths and queries are stripped before logging, so the logged
+    # records can no longer prove what was sent (their signatures fail). A
+    # per-subsystem switch in serverconf overrides this for one client.
+    log_bodies: bool = True
+    # keep-records-for (message-log.md §7): archived records older than this
+    # are deleted from the live log; unarchived records are never deleted.
+    keep_records_days: int = 30
+    # archive-interval (message-log.md §7): how often the background archiver
+    # writes stamped records to ``archive_dir`` (default ``<data dir>/archive``)
+    # and then applies retention.
+    archive_interval_seconds: float = 21600.0
+    archive_dir: str | None = None
     # Legacy ``GET /wsdl`` on the client proxy (metaservices.md §4.1). Off by
     # default, as in X-Road 7. Turning it on lets anyone who can reach the
     # client proxy read WSDLs on behalf of ``legacy_wsdl_client``, which must
