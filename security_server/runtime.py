@@ -38,6 +38,12 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 
 
+class CannotCreateSignature(XRoadError):
+    """Our signing certificate may not be used now: no fresh OCSP evidence."""
+
+    code = "CannotCreateSignature"
+
+
 @dataclass
 class Runtime:
     settings: ServerSettings
@@ -91,20 +97,26 @@ class Runtime:
     ) -> SignedMessage:
         """Sign message parts with the signer's member key (transport.md §7.4).
 
-        The signing certificate's fresh OCSP response goes into the signature;
-        without one the certificate may not be used.
+        Fresh OCSP responses for the signing certificate and any intermediate
+        CA above it go into the signature, with those intermediates; without
+        them the certificate may not be used (certificates-ocsp.md §4, §6).
+
+        :raises CannotCreateSignature: no signing key, or no fresh evidence.
         """
         key, cert = self.signing_key(signer.member)
-        ocsp_response = self.ocsp.get(cert)
-        if ocsp_response is None:
-            raise UnknownMember(
-                f"no fresh OCSP response for the signing certificate of {signer.member}"
-            )
+        try:
+            responses, intermediates = self.ocsp.signing_evidence(cert)
+        except XRoadError as err:
+            raise CannotCreateSignature(
+                f"the signing certificate of {signer.member} has no fresh OCSP"
+                f" response: {err.message}"
+            ) from err
         return sign_parts(
             digests,
             key=key,
             cert=cert,
-            ocsp_responses=[ocsp_response],
+            ocsp_responses=responses,
+            extra_certs=intermediates,
             signing_time=now,
         )
 

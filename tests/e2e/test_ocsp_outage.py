@@ -49,9 +49,8 @@ async def test_ocsp_responder_outage_then_recovery(ecosystem: Ecosystem, clock) 
         await republish(ecosystem)
         assert [await s.runtime.ocsp.refresh() for s in servers] == [False, False]
         stale = await call(ecosystem, "ocsp-down-stale")
-        # The consumer may no longer sign: Runtime.sign refuses (see report;
-        # FIXME(#4): a certificate code such as OCSPResponseMissing would be clearer).
-        assert stale == "Server.ClientProxy.UnknownMember", stale
+        # The consumer may no longer sign: its certificate has no fresh evidence.
+        assert stale == "Server.ClientProxy.CannotCreateSignature", stale
 
         ecosystem.central._runners.append(
             await _serve_app(
