@@ -257,6 +257,25 @@ class SecurityServer:
             await asyncio.sleep(self.settings.archive_interval_seconds)
             await self.archive_once()
 
+    async def _transfer(self, archive: Path) -> None:
+        """Hand a new archive to the deployment's transfer command (message-log.md §7)."""
+        command = [*self.settings.archive_transfer_command, str(archive)]
+        process = await asyncio.create_subprocess_exec(
+            *command,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, stderr = await process.communicate()
+        if process.returncode != 0:
+            log.error(
+                "archive transfer failed archive=%s status=%s stderr=%s",
+                archive,
+                process.returncode,
+                stderr[-500:].decode("utf-8", "replace"),
+            )
+        else:
+            log.info("archive transferred archive=%s", archive)
+
     async def archive_once(self) -> int:
         """Archive stamped records, then delete archived ones past the keep period.
 
@@ -270,7 +289,12 @@ class SecurityServer:
         now = self.clock()
         try:
             written = await archive_records(
-                runtime.message_log, self.archive_dir, now=now
+                runtime.message_log,
+                self.archive_dir,
+                now=now,
+                after_archive=self._transfer
+                if self.settings.archive_transfer_command
+                else None,
             )
             keep = timedelta(days=self.settings.keep_records_days)
             removed = await runtime.message_log.remove_archived(now - keep)

@@ -61,6 +61,9 @@ class ServerSettings:
     # keep-records-for (message-log.md §7): archived records older than this
     # are deleted from the live log; unarchived records are never deleted.
     keep_records_days: int = 30
+    # A command run with each new archive's path appended, e.g. to copy it to
+    # object storage or another host; archiving waits for it and logs failures.
+    archive_transfer_command: tuple[str, ...] = ()
     # archive-interval (message-log.md §7): how often the background archiver
     # writes stamped records to ``archive_dir`` (default ``<data dir>/archive``)
     # and then applies retention.
@@ -99,7 +102,8 @@ class ServerSettings:
         try:
             raw = json.loads((directory / SETTINGS_FILE).read_text())
             ports = Ports(**raw.pop("ports", {}))
-            return cls(ports=ports, **raw)
+            command = tuple(raw.pop("archive_transfer_command", ()))
+            return cls(ports=ports, archive_transfer_command=command, **raw)
         except (OSError, ValueError, TypeError) as exc:
             raise ServerNotInitialized(
                 f"{directory} holds no security server settings ({SETTINGS_FILE}):"

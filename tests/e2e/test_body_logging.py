@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from dataclasses import replace
 
 import pytest
@@ -148,8 +149,14 @@ async def test_one_archiver_round_archives_then_removes(
     assert logged >= 2
 
     settings = provider.settings
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    copy = f"import shutil, sys; shutil.copy(sys.argv[1], {str(shipped)!r})"
     provider.settings = replace(
-        settings, keep_records_days=0, archive_dir=str(tmp_path / "archive")
+        settings,
+        keep_records_days=0,
+        archive_dir=str(tmp_path / "archive"),
+        archive_transfer_command=(sys.executable, "-c", copy),
     )
     try:
         removed = await provider.archive_once()
@@ -158,6 +165,8 @@ async def test_one_archiver_round_archives_then_removes(
 
     archives = sorted((tmp_path / "archive").glob("mlog-*.zip"))
     assert archives, "no archive written"
+    # The deployment's transfer command got every archive.
+    assert sorted(p.name for p in shipped.iterdir()) == [a.name for a in archives]
     assert removed == logged
     assert await message_log.find() == []
     # Nothing left to archive or remove: a second round is a no-op.
