@@ -6,6 +6,7 @@ provider's information system, at a chosen concurrency, and prints requests
 per second, p50 and p99 latency, and the ratio between the two.
 
     python bench/roundtrip.py --requests 500 --concurrency 8 --kind both
+    python bench/roundtrip.py --processes   # each security server in its own process
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import asyncio
 import logging
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -21,6 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import large_bodies  # noqa: E402  (the launcher of separate server processes)
 
 from demo.ecosystem import BENEFITS_SUBSYSTEM, HOST, build_ecosystem
 from demo.story import rest_example, soap_example
@@ -104,6 +109,16 @@ def rest_call(url: str, headers: dict[str, str]) -> Call:
 async def run(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="xgate-bench-") as tmp:
         ecosystem = await build_ecosystem(Path(tmp))
+        processes = {}
+        if args.processes:
+            # Both security servers restart as `xgate server serve` processes,
+            # as in a deployment; the central server, TSA and provider stay here.
+            await ecosystem.register_server.stop()
+            await ecosystem.agency_server.stop()
+            processes = await large_bodies.start_servers(Path(tmp))
+            for name in ("register", "agency"):
+                port = ecosystem.ports[f"{name}_client"]
+                await large_bodies.wait_for(f"http://{HOST}:{port}/listClients")
         try:
             proxy = ecosystem.client_proxy_url
             provider = f"http://{HOST}:{ecosystem.ports['provider']}"
@@ -144,6 +159,9 @@ async def run(args: argparse.Namespace) -> None:
                     f"{'':<28} mean via xgate {statistics.mean(via.latencies) * 1000:.1f} ms"
                 )
         finally:
+            for process in processes.values():
+                process.terminate()
+                process.wait(timeout=10)
             await ecosystem.stop()
 
 
@@ -152,6 +170,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--kind", choices=["soap", "rest", "both"], default="both")
+    parser.add_argument(
+        "--processes",
+        action="store_true",
+        help="run each security server in its own process",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     asyncio.run(run(args))
