@@ -388,7 +388,7 @@ SIGNATURE_ROWS = [r for r in manifest_rows("signature") if r["needs"] != "suppor
 def test_manifest_signature_rows(row: dict[str, str]) -> None:
     need_fixtures()
     if row["expected_error"].startswith("incorrect_certificate"):
-        pytest.skip("signer identity is checked by the trust layer, not here")
+        pytest.skip("signer identity: tests/protocol/test_signature_signer_rows.py")
     folder = FIXTURES / "signatures"
     signature = (folder / Path(row["path"]).name).read_bytes()
     parts = {"/message.xml": sha512((folder / "message-0.xml").read_bytes())}
