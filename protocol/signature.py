@@ -37,7 +37,10 @@ from .errors import (
 )
 from .hashchain import (
     MESSAGE,
+    SIG_HASH_CHAIN,
     SIG_HASH_CHAIN_RESULT,
+    Leaf,
+    build_batch_chains,
     build_message_chain,
     verify_hash_chain,
 )
@@ -174,6 +177,54 @@ def sign_parts(
         **common,  # type: ignore[arg-type]
     )
     return SignedMessage(signature, files.result, files.chain)
+
+
+def sign_batch(
+    messages: Sequence[list[tuple[str, bytes]]],
+    *,
+    key: SigningKey,
+    cert: x509.Certificate,
+    ocsp_responses: list[bytes],
+    signing_time: datetime,
+    extra_certs: Sequence[x509.Certificate] = (),
+) -> list[SignedMessage]:
+    """Sign several messages with one signature (transport.md §7.2, §7.3).
+
+    The messages become the leaves of a Merkle tree (message-log.md §4): a
+    lone ``/message.xml`` is the leaf H(message), a message with attachments
+    the multi-part leaf H(DL(parts)). One signature covers the shared
+    ``/sig-hashchainresult.xml``; each message gets its own chain. A batch of
+    one is signed exactly as :func:`sign_parts` signs it.
+
+    :param messages: per message, ``(name, SHA-512 digest)`` pairs as for
+        :func:`sign_parts`.
+    :returns: one :class:`SignedMessage` per message, in the given order.
+    """
+    if not messages:
+        raise MalformedSignature("a signature batch needs at least one message")
+    common = {
+        "key": key,
+        "cert": cert,
+        "ocsp_responses": ocsp_responses,
+        "extra_certs": extra_certs,
+        "signing_time": signing_time,
+    }
+    if len(messages) == 1:
+        return [sign_parts(messages[0], **common)]  # type: ignore[arg-type]
+    if any(not parts or parts[0][0] != MESSAGE for parts in messages):
+        raise MalformedSignature("the first signed part must be /message.xml")
+
+    leaves: list[Leaf] = [
+        parts[0][1] if len(parts) == 1 else list(parts) for parts in messages
+    ]
+    chains = build_batch_chains(leaves, MESSAGE, SIG_HASH_CHAIN + "#STEP0")
+    signature = build_signature(
+        reference_uri=SIG_HASH_CHAIN_RESULT,
+        reference_digest=digest(chains.result, SHA512_URI),
+        mime_type=MIME_TYPES[SIG_HASH_CHAIN_RESULT],
+        **common,  # type: ignore[arg-type]
+    )
+    return [SignedMessage(signature, chains.result, chain) for chain in chains.chains]
 
 
 def build_signature(

@@ -185,7 +185,7 @@ class ClientProxy:
             (f"/attachment{index}", part.body.digest)
             for index, part in enumerate(package.attachments, start=1)
         ]
-        signed = self.rt.sign(header.client, digests, now)
+        signed = await self.rt.sign(header.client, digests, now)
         proxy_message = ProxyMessage(
             ocsp_responses=self.rt.auth_ocsp_responses(),
             soap=soap_part,
@@ -315,7 +315,7 @@ class ClientProxy:
         digests = [("/message.xml", sha512(header_part))]
         if sent_body is not None:
             digests.append(("/attachment1", sent_body.digest))
-        signed = self.rt.sign(info.client, digests, now)
+        signed = await self.rt.sign(info.client, digests, now)
         proxy_message = ProxyMessage(
             ocsp_responses=self.rt.auth_ocsp_responses(),
             rest_request=header_part,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,11 +19,12 @@ from cryptography import x509
 from protocol.errors import LoggingFailed, UnknownMember, XRoadError
 from protocol.globalconf import GlobalConf
 from protocol.identifiers import ClientId, GlobalGroupId, ServiceId
-from protocol.signature import SignedMessage, sign_parts
+from protocol.signature import SignedMessage, sign_batch
 
 from .messagelog import LogRecord, MessageLog, strip_body
 from .serverconf import ServiceConfig
 from .settings import ServerSettings
+from .signbatch import SignBatcher
 
 if TYPE_CHECKING:
     from .confclient import ConfClient
@@ -56,6 +57,7 @@ class Runtime:
     timestamper: Timestamper
     peers: PeerClient | None = None
     spool_dir: Path | None = None  # where bodies wait while being verified
+    _sign_batcher: SignBatcher | None = field(default=None, init=False, repr=False)
 
     # -- global configuration ------------------------------------------------
 
@@ -92,10 +94,28 @@ class Runtime:
         except XRoadError as err:
             raise UnknownMember(f"no signing key for {member}: {err.message}") from err
 
-    def sign(
+    async def sign(
         self, signer: ClientId, digests: list[tuple[str, bytes]], now: datetime
     ) -> SignedMessage:
         """Sign message parts with the signer's member key (transport.md §7.4).
+
+        With ``batch_signatures`` on, concurrent requests for the same member
+        within the batch window share one signature over a hash tree, each
+        message with its own chain (transport.md §7.2, :mod:`.signbatch`).
+
+        :raises CannotCreateSignature: no signing key, or no fresh evidence.
+        """
+        if not self.settings.batch_signatures:
+            return self.sign_many(signer.member, [digests], now)[0]
+        if self._sign_batcher is None:
+            self._sign_batcher = SignBatcher(self.sign_many)
+        window = self.settings.batch_signature_window_ms / 1000
+        return await self._sign_batcher.sign(signer.member, digests, now, window)
+
+    def sign_many(
+        self, member: ClientId, messages: list[list[tuple[str, bytes]]], now: datetime
+    ) -> list[SignedMessage]:
+        """Sign messages of one member together; one result per message.
 
         Fresh OCSP responses for the signing certificate and any intermediate
         CA above it go into the signature, with those intermediates; without
@@ -103,22 +123,27 @@ class Runtime:
 
         :raises CannotCreateSignature: no signing key, or no fresh evidence.
         """
-        key, cert = self.signing_key(signer.member)
+        key, cert = self.signing_key(member)
         try:
             responses, intermediates = self.ocsp.signing_evidence(cert)
         except XRoadError as err:
             raise CannotCreateSignature(
-                f"the signing certificate of {signer.member} has no fresh OCSP"
+                f"the signing certificate of {member} has no fresh OCSP"
                 f" response: {err.message}"
             ) from err
-        return sign_parts(
-            digests,
+        return sign_batch(
+            messages,
             key=key,
             cert=cert,
             ocsp_responses=responses,
             extra_certs=intermediates,
             signing_time=now,
         )
+
+    async def close(self) -> None:
+        """Stop what the runtime started itself (open signature batches)."""
+        if self._sign_batcher is not None:
+            await self._sign_batcher.close()
 
     def auth_ocsp_responses(self) -> list[bytes]:
         response = self.ocsp.get(self.token.auth_cert)

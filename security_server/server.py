@@ -341,6 +341,7 @@ class SecurityServer:
         for runner in reversed(self._runners):
             await runner.cleanup()
         if self.runtime is not None:
+            await self.runtime.close()
             if self.runtime.peers is not None:
                 await self.runtime.peers.close()
             self.runtime.message_log.close()

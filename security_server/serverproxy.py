@@ -211,7 +211,7 @@ class ServerProxy:
             (f"/attachment{index}", part.body.digest)
             for index, part in enumerate(package.attachments, start=1)
         ]
-        signed = self.rt.sign(header.service.provider, digests, now)
+        signed = await self.rt.sign(header.service.provider, digests, now)
         await self._log(
             header.client,
             header.service,
@@ -405,7 +405,7 @@ class ServerProxy:
         digests = [("/message.xml", sha512(response_part))]
         if body is not None:
             digests.append(("/attachment1", body.digest))
-        signed = self.rt.sign(service_id.provider, digests, now)
+        signed = await self.rt.sign(service_id.provider, digests, now)
         await self._log(
             client,
             service_id,

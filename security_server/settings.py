@@ -75,6 +75,13 @@ class ServerSettings:
     # be one of our client subsystems (slash form); never the owner member.
     legacy_wsdl: bool = False
     legacy_wsdl_client: str | None = None
+    # Batch signatures (transport.md §7.2): sign requests for one member that
+    # arrive within the window share one signature over a hash tree, and each
+    # message carries its own hash chain. Saves signing work under load at the
+    # cost of up to one window of added latency per message. Peers must accept
+    # multi-level chains (the spec requires it); off by default.
+    batch_signatures: bool = False
+    batch_signature_window_ms: float = 5.0
 
     @property
     def owner(self) -> ClientId:
