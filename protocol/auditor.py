@@ -364,9 +364,12 @@ def _rest_signer(message: bytes) -> ClientId:
 
 
 def _header(headers: tuple[tuple[str, str], ...], name: str) -> str:
-    for key, value in headers:
-        if key.lower() == name.lower():
-            return value
+    values = [value for key, value in headers if key.lower() == name.lower()]
+    if len(values) > 1:
+        # Which copy is "the" signer would be a guess: refuse.
+        raise MalformedSignature(f"REST message names {name} more than once")
+    if values:
+        return values[0]
     raise MalformedSignature(f"REST message has no {name} header")
 
 

@@ -142,7 +142,7 @@ def parse_rest_request(
     if method not in METHODS:
         raise InvalidHttpMethod(f"HTTP method {method!r} is not supported")
     service, service_path = parse_rest_path(raw_path)
-    _check_single(headers)
+    check_single(headers)
 
     client_value = last_header(headers, HEADER_CLIENT)
     if client_value is None:
@@ -206,10 +206,27 @@ SINGLE_VALUED = (
 )
 
 
-def _check_single(headers: Headers) -> None:
-    names = [name.lower() for name, _ in headers]
-    for name in SINGLE_VALUED:
-        if names.count(name) > 1:
+# The X-Road headers a response part names once (transport.md §8).
+SINGLE_VALUED_RESPONSE = (
+    HEADER_ID,
+    HEADER_CLIENT,
+    HEADER_SERVICE,
+    HEADER_REQUEST_ID,
+    HEADER_REQUEST_HASH,
+)
+
+
+def check_single(
+    headers: Headers | tuple[tuple[str, str], ...],
+    names: tuple[str, ...] = SINGLE_VALUED,
+) -> None:
+    """Refuse a repeated single-valued header: readers might take different copies.
+
+    :raises BadRequest: one of ``names`` appears more than once.
+    """
+    seen = [name.lower() for name, _ in headers]
+    for name in names:
+        if seen.count(name) > 1:
             raise BadRequest(f"header {name} appears more than once")
 
 
@@ -311,6 +328,8 @@ def parse_request_part(data: bytes) -> RestRequestPart:
     for name, _ in headers:
         if name.lower() in FILTERED_HEADERS:
             raise BadRequest(f"REST request part carries filtered header {name!r}")
+    # The server proxy checks one copy and the service might read another.
+    check_single(headers)
     return RestRequestPart(lines[0], path, query if question else None, headers)
 
 
@@ -319,7 +338,9 @@ def parse_response_part(data: bytes) -> RestResponsePart:
     lines = _split_lines(data)
     if len(lines) < 2 or not (len(lines[0]) == 3 and lines[0].isdigit()):
         raise BadRequest("malformed REST response status line")
-    return RestResponsePart(int(lines[0]), lines[1], _header_lines(lines[2:]))
+    headers = _header_lines(lines[2:])
+    check_single(headers, SINGLE_VALUED_RESPONSE)
+    return RestResponsePart(int(lines[0]), lines[1], headers)
 
 
 def is_response_part(data: bytes) -> bool:

@@ -380,3 +380,23 @@ def test_a_repeated_single_valued_header_is_refused(name: str) -> None:
         rest.parse_rest_request(
             "GET", "/r1/INST/COM/5678/REGISTRY/persons", None, headers
         )
+
+
+def test_a_request_part_with_two_clients_is_refused() -> None:
+    part = (
+        b"GET\r\n/r1/INST/COM/5678/REGISTRY/persons\r\n"
+        b"X-Road-Client:INST/GOV/9999/VICTIM\r\n"
+        b"X-Road-Client:INST/GOV/1234/SUBSYS\r\n"
+        b"x-road-request-id:1\r\n"
+    )
+    with pytest.raises(BadRequest):
+        rest.parse_request_part(part)
+
+
+def test_a_response_part_with_two_clients_is_refused() -> None:
+    part = (
+        b"200\r\nOK\r\nx-road-client:INST/GOV/9999/VICTIM\r\n"
+        b"x-road-client:INST/GOV/1234/SUBSYS\r\n"
+    )
+    with pytest.raises(BadRequest):
+        rest.parse_response_part(part)
