@@ -157,11 +157,16 @@ class PeerClient:
         return session
 
     def _retire(self, session: aiohttp.ClientSession) -> None:
+        """Close a replaced pool once any request still on it has had its time."""
         self._retired.append(session)
-        if len(self._retired) > 1:
-            # The one retired before has had a whole pool lifetime to finish.
-            old = self._retired.pop(0)
-            asyncio.get_running_loop().create_task(old.close())
+        loop = asyncio.get_running_loop()
+
+        def close() -> None:
+            if session in self._retired:
+                self._retired.remove(session)
+                loop.create_task(session.close())
+
+        loop.call_later(self._timeout.total or 60, close)
 
     async def send(
         self,

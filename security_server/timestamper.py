@@ -144,7 +144,7 @@ class Timestamper:
                 return
             sources = self.tsa_sources()
             if not sources:
-                self._fail("no TSA is configured")
+                self._fail("no TSA is configured", tsa_down=True)
                 raise TSAUnavailable("no TSA is configured")
             try:
                 await self._stamp_record(record, sources)
@@ -172,7 +172,7 @@ class Timestamper:
     async def _stamp_round(self, records: list[PendingStamp]) -> tuple[int, bool]:
         sources = self.tsa_sources()
         if not sources:
-            self._fail("no TSA is configured")
+            self._fail("no TSA is configured", tsa_down=True)
             return 0, True
 
         readable, failed = self._readable(records)
@@ -220,7 +220,7 @@ class Timestamper:
         return done, failed
 
     def _tsa_unavailable(self, exc: TSAUnavailable) -> None:
-        self._fail(str(exc))
+        self._fail(str(exc), tsa_down=True)
         self._tsa_down = True
 
     def _succeeded(self) -> None:
@@ -234,8 +234,13 @@ class Timestamper:
             return 0.0
         return (now - self.failing_since).total_seconds()
 
-    def _fail(self, message: str) -> None:
-        if self.failing_since is None:
+    def _fail(self, message: str, *, tsa_down: bool = False) -> None:
+        """Record a failure; only the TSAs failing starts the failure period.
+
+        A record we cannot stamp (an unreadable signature) must not stop the
+        server's traffic while the TSA itself works (message-log.md §1).
+        """
+        if tsa_down and self.failing_since is None:
             self.failing_since = self.clock()
         self.last_error = message
         log.error("timestamping failed code=%s reason=%s", TimestampError.code, message)

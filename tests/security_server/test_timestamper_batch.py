@@ -245,6 +245,8 @@ async def test_unreadable_signature_stays_out_of_the_batch(
     assert [r.id for r in await message_log.unstamped()] == [bad_id]
     assert len(counting.requests) == 1
     assert "MalformedSignature" in (stamper.last_error or "")
+    # A record we cannot stamp does not start the TSA failure period.
+    assert stamper.failing_since is None
 
 
 async def test_tsa_down_stores_nothing(message_log: MessageLog, tsa) -> None:
