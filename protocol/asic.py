@@ -344,6 +344,9 @@ def _read_entries(data: bytes, max_bytes: int) -> dict[str, bytes]:
             wanted = info.filename in _KNOWN or _ATTACHMENT.fullmatch(info.filename)
             if not wanted:
                 continue  # other entries are ignored, as in the reference
+            if info.filename in entries:
+                # Two copies: what is verified and what a reader sees may differ.
+                raise AsicError(f"entry {info.filename!r} appears more than once")
             try:
                 entries[info.filename] = archive.read(info)
             except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:

@@ -362,8 +362,7 @@ class ClientProxy:
                 request, outbound, reply, header_part, sent_body, now
             )
         finally:
-            if reply.body is not None:
-                reply.body.close()
+            reply.close()
 
     async def _rest_answer(
         self,

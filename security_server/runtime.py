@@ -231,7 +231,7 @@ class Runtime:
         if period > 0 and failing > period:
             raise LoggingFailed(
                 f"time-stamping has failed for {int(failing)} s, longer than the "
-                f"acceptable {int(period)} s: {self.timestamper.last_error}",
+                f"acceptable {int(period)} s",
                 detail="TimestamperFailed",
             )
 

@@ -45,6 +45,7 @@ from .token import SoftToken
 log = logging.getLogger(__name__)
 
 ANCHOR_FILE = "anchor.xml"
+TRANSFER_TIMEOUT_SECONDS = 600  # a hung transfer must not stop archiving
 ARCHIVE_SUBDIR = "archive"
 
 
@@ -265,7 +266,15 @@ class SecurityServer:
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
         )
-        _, stderr = await process.communicate()
+        try:
+            _, stderr = await asyncio.wait_for(
+                process.communicate(), TRANSFER_TIMEOUT_SECONDS
+            )
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            log.error("archive transfer timed out archive=%s", archive)
+            return
         if process.returncode != 0:
             log.error(
                 "archive transfer failed archive=%s status=%s stderr=%s",

@@ -296,9 +296,7 @@ class ServerProxy:
         except TimeoutError as exc:
             raise ServiceFailed.wrap(XRoadIOError("service timed out")) from exc
         except aiohttp.ClientError as exc:
-            raise ServiceFailed.wrap(
-                NetworkError(f"cannot reach the service: {exc}")
-            ) from exc
+            raise ServiceFailed.wrap(_unreachable(exc)) from exc
 
     # -- REST ----------------------------------------------------------------
 
@@ -494,7 +492,7 @@ class ServerProxy:
         except TimeoutError as exc:
             raise XRoadIOError("service timed out") from exc
         except aiohttp.ClientError as exc:
-            raise NetworkError(f"cannot reach the service: {exc}") from exc
+            raise _unreachable(exc) from exc
 
     # -- shared steps --------------------------------------------------------
 
@@ -648,6 +646,12 @@ def _service_request(
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:
     yield data
+
+
+def _unreachable(exc: BaseException) -> NetworkError:
+    """The fault names no internal address; the log keeps the detail."""
+    log.warning("service unreachable error=%r", exc)
+    return NetworkError("cannot reach the service")
 
 
 def _join_url(base: str, path: str, query: str | None) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import warnings
 import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +18,7 @@ from protocol.asic import (
     MIME_TYPE,
     ZIP_COMMENT,
     ASiCContainer,
+    AsicError,
     asic_file_name,
     build_asic,
     parse_asic,
@@ -250,3 +252,18 @@ def test_not_a_zip_and_a_zip_bomb_are_refused() -> None:
     with pytest.raises(Exception) as caught:
         parse_asic(big, max_bytes=1_000_000)
     assert "more than" in str(caught.value)
+
+
+def test_a_container_with_two_copies_of_an_entry_is_refused() -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate name
+        archive.writestr("mimetype", MIME_TYPE)
+        archive.writestr("message.xml", "<shown/>")
+        archive.writestr("message.xml", "<signed/>")
+        archive.writestr("META-INF/signatures.xml", "<s/>")
+
+    with pytest.raises(AsicError) as caught:
+        parse_asic(buffer.getvalue())
+
+    assert type(caught.value) is AsicError  # not a later structural check
