@@ -233,6 +233,10 @@ def _write_durably(path: Path, data: bytes, *, replace: bool) -> None:
             os.close(directory)
     except FileExistsError as exc:
         temporary.unlink(missing_ok=True)
+        if path.read_bytes() == data:
+            # Written by a run that stopped before saving its state: the
+            # same records built the same archive, so go on from there.
+            return
         raise ArchivingFailed(f"archive {str(path)!r} exists already") from exc
     except OSError as exc:
         temporary.unlink(missing_ok=True)

@@ -277,6 +277,24 @@ async def test_existing_archive_file_is_never_overwritten(
     assert (other / path.name).read_bytes() == b"keep me"
 
 
+@pytest.mark.asyncio
+async def test_a_run_that_stopped_before_saving_its_state_is_resumed(
+    message_log: MessageLog, tmp_path: Path
+) -> None:
+    await add(message_log, "q-1", MEMBER_A)
+    [path] = await archive_records(message_log, tmp_path, now=NOW)
+    written = path.read_bytes()
+    # As if the run had stopped after writing the archive: no state, no marks.
+    (tmp_path / STATE_FILE).unlink()
+    await _unmark(message_log)
+
+    [again] = await archive_records(message_log, tmp_path, now=NOW)
+
+    assert again == path and again.read_bytes() == written
+    assert await archived_ids(message_log) != set()
+    assert (tmp_path / STATE_FILE).exists()
+
+
 async def _unmark(message_log: MessageLog) -> None:
     # Test-only: undo archiving through the store's own connection.
     def update() -> None:
