@@ -8,33 +8,18 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 
+from cli.errors import coded_errors
 from protocol.archive import verify_archive
-from protocol.errors import XRoadError
 from security_server.archiver import DEFAULT_MAX_BYTES, Grouping, archive_records
 from security_server.logexport import open_message_log
 
 # An archive is read whole; refuse files far beyond the rotation size.
 MAX_ARCHIVE_FILE_BYTES = 4 * 1024 * 1024 * 1024
-
-
-@contextlib.contextmanager
-def _coded_errors() -> Iterator[None]:
-    """One clean ``[code] message`` line for a coded or OS error."""
-    try:
-        yield
-    except XRoadError as err:
-        logging.getLogger("cli").debug("command failed", exc_info=True)
-        raise click.ClickException(f"[{err.full_code}] {err.message}") from err
-    except OSError as err:
-        raise click.ClickException(str(err)) from err
 
 
 async def _archive(
@@ -83,7 +68,7 @@ async def _archive(
 )
 def log_archive(directory: Path, out: Path, grouping: str, max_bytes: int) -> None:
     """Write stamped, unarchived records into hash-linked archive ZIPs."""
-    with _coded_errors():
+    with coded_errors():
         written = asyncio.run(_archive(directory, out, Grouping(grouping), max_bytes))
     for path in written:
         click.echo(str(path))
@@ -104,7 +89,7 @@ def log_verify_archive(archive: Path, previous: str | None, first: bool) -> None
     """Check an archive's digest chain and print its last digest."""
     if first == (previous is not None):
         raise click.UsageError("give exactly one of --previous DIGEST or --first")
-    with _coded_errors():
+    with coded_errors():
         if archive.stat().st_size > MAX_ARCHIVE_FILE_BYTES:
             raise click.ClickException(
                 f"{archive} is larger than {MAX_ARCHIVE_FILE_BYTES} bytes"

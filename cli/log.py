@@ -8,15 +8,14 @@ needs only a configuration directory and the ``.asice`` files.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 
+from cli.errors import coded_errors
 from protocol.auditor import (
     failure_report,
     has_body_not_logged_marker,
@@ -39,18 +38,6 @@ from security_server.settings import ServerSettings
 PROGRESS_THRESHOLD = 5
 CONF_SUBDIR = "globalconf"
 BODY_NOT_LOGGED = "body-not-logged"
-
-
-@contextlib.contextmanager
-def _coded_errors() -> Iterator[None]:
-    """One clean ``[code] message`` line for a coded or OS error."""
-    try:
-        yield
-    except XRoadError as err:
-        logging.getLogger("cli").debug("command failed", exc_info=True)
-        raise click.ClickException(f"[{err.full_code}] {err.message}") from err
-    except OSError as err:
-        raise click.ClickException(str(err)) from err
 
 
 def _identifier_parts(text: str, sizes: tuple[int, ...], form: str) -> list[str]:
@@ -146,7 +133,7 @@ def log() -> None:
 @_filters
 def log_find(directory: Path, limit: int, **filters: str | None) -> None:
     """List logged messages, oldest first."""
-    with _coded_errors():
+    with coded_errors():
         query = _query(directory, **filters)
         records = asyncio.run(_find(directory, query, limit))
     for record in records:
@@ -176,7 +163,7 @@ def log_export(directory: Path, limit: int, out: Path, **filters: str | None) ->
         raise click.UsageError(
             "give --query-id, --since/--until, --client or --service"
         )
-    with _coded_errors():
+    with coded_errors():
         query = _query(directory, **filters)
         exported = asyncio.run(_export(directory, query, limit))
         if not exported:
@@ -213,7 +200,7 @@ def load_verification_conf(path: Path) -> GlobalConf:
 )
 def log_verify(conf_path: Path, containers: tuple[Path, ...]) -> None:
     """Verify .asice containers; exit 1 unless every one verifies."""
-    with _coded_errors():
+    with coded_errors():
         conf = load_verification_conf(conf_path)
 
     reports: list[tuple[Path, bool, str]] = []

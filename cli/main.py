@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 import tempfile
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -28,6 +28,8 @@ from cryptography.hazmat.primitives import serialization
 from protocol.errors import XRoadError
 from protocol.identifiers import ClientId, SecurityServerId, ServiceId, check_strict
 
+from .errors import coded_errors
+
 if TYPE_CHECKING:
     from central_server.ca import IssuedCertificate
     from security_server.settings import ServerSettings
@@ -37,31 +39,6 @@ PIN_ENV = "XGATE_PIN"
 
 def now() -> datetime:
     return datetime.now(UTC)
-
-
-def _verbose() -> bool:
-    ctx = click.get_current_context(silent=True)
-    obj = ctx.find_root().obj if ctx is not None else None
-    return bool(obj and obj.get("verbose"))
-
-
-@contextlib.contextmanager
-def coded_errors() -> Iterator[None]:
-    """Turn coded errors into one clean line: ``[code] message``.
-
-    OS errors (a port in use, an unreadable file) become one line too; the
-    traceback shows only with ``--verbose``.
-    """
-    try:
-        yield
-    except XRoadError as err:
-        if _verbose():
-            logging.getLogger("cli").exception("command failed")
-        raise click.ClickException(f"[{err.full_code}] {err.message}") from err
-    except OSError as err:
-        if _verbose():
-            logging.getLogger("cli").exception("command failed")
-        raise click.ClickException(str(err)) from err
 
 
 def _parts(text: str, sizes: tuple[int, ...], form: str) -> list[str]:
