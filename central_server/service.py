@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 
+from localio.http import read_at_most
 from protocol.errors import XRoadError
 from protocol.identifiers import ClientId, check_strict
 from protocol.management import MAX_REQUEST_BYTES
@@ -27,6 +28,7 @@ from protocol.pki import EJBCA_PROFILE
 from protocol.soap import FAULT_CONTENT_TYPE, build_fault
 
 from .ca import CertificateAuthority, ocsp_app
+from .management import ManagementCenter
 from .publisher import (
     CONF_VERSION,
     PUBLISHED_FILES,
@@ -34,7 +36,6 @@ from .publisher import (
     ConfSigningKeys,
     generate,
 )
-from .management import ManagementCenter
 from .registry import Registry
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ def management_app(center: ManagementCenter, clock: Clock) -> web.Application:
             request.content_length > MAX_REQUEST_BYTES
         ):
             return _fault("RequestTooLarge", "the request is too large")
-        raw = await request.content.read(MAX_REQUEST_BYTES + 1)
+        raw = await read_at_most(request.content, MAX_REQUEST_BYTES)
         content_type = request.headers.get("Content-Type", "")
         try:
             reply = await asyncio.to_thread(center.receive, raw, content_type, clock())
