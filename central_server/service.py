@@ -195,14 +195,15 @@ class CentralServer:
         await self.regenerate()
 
         self.conf_port = await self._serve(conf_app(self.out_dir), self.conf_port)
-        self.ocsp_port = await self._serve(
-            ocsp_app(self.ca, self.clock), self.ocsp_port
-        )
+        # The OCSP listener starts last: tests stop it as _runners[-1].
         if self.admin_port is not None:
-            self.management = ManagementCenter(self.registry)
+            self.management = await asyncio.to_thread(ManagementCenter, self.registry)
             self.admin_port = await self._serve(
                 management_app(self.management, self.clock), self.admin_port
             )
+        self.ocsp_port = await self._serve(
+            ocsp_app(self.ca, self.clock), self.ocsp_port
+        )
         self._task = asyncio.create_task(self._regenerate_forever())
         log.info(
             "central server started conf_port=%s ocsp_port=%s",

@@ -238,6 +238,12 @@ def central_audit_log(directory: Path) -> None:
 )
 @click.option("--conf-port", default=8070, show_default=True)
 @click.option("--ocsp-port", default=8072, show_default=True)
+@click.option(
+    "--admin-port",
+    default=8071,
+    show_default=True,
+    help="Port of the management service security servers register through.",
+)
 def central_init(
     directory: Path,
     instance: str,
@@ -246,6 +252,7 @@ def central_init(
     address: str,
     conf_port: int,
     ocsp_port: int,
+    admin_port: int,
 ) -> None:
     """Create an instance: CA, OCSP signer, configuration signing key."""
     from central_server.service import init_central
@@ -260,6 +267,7 @@ def central_init(
             now=now(),
             conf_port=conf_port,
             ocsp_port=ocsp_port,
+            admin_port=admin_port,
         )
     click.echo(f"instance {instance} created in {directory}")
 
