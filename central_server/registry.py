@@ -274,6 +274,16 @@ class Registry:
             except sqlite3.IntegrityError as exc:
                 raise DuplicateEntry(f"entry already exists ({exc})") from exc
 
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic transaction, for stores that keep tables in this database."""
+        with self._tx() as conn:
+            yield conn
+
+    def query(self, sql: str, params: Any = ()) -> list[Any]:
+        """Read rows, for stores that keep tables in this database."""
+        return self._read(sql, params)
+
     def _read(self, sql: str, params: Any = ()) -> list[Any]:
         with self._lock:
             return self._db.execute(sql, params).fetchall()

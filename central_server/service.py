@@ -20,11 +20,15 @@ from typing import Any, ClassVar
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 
+from localio.http import read_at_most
 from protocol.errors import XRoadError
 from protocol.identifiers import ClientId, check_strict
+from protocol.management import MAX_REQUEST_BYTES
 from protocol.pki import EJBCA_PROFILE
+from protocol.soap import FAULT_CONTENT_TYPE, build_fault
 
 from .ca import CertificateAuthority, ocsp_app
+from .management import ManagementCenter
 from .publisher import (
     CONF_VERSION,
     PUBLISHED_FILES,
@@ -106,6 +110,39 @@ def _entity_content_type(body: bytes) -> str:
     return "application/octet-stream"
 
 
+# -- management service HTTP ------------------------------------------------------
+
+
+def management_app(center: ManagementCenter, clock: Clock) -> web.Application:
+    """Serve ``POST /managementservice/`` (management-services.md §3-§5)."""
+
+    async def on_request(request: web.Request) -> web.Response:
+        if request.content_length is not None and (
+            request.content_length > MAX_REQUEST_BYTES
+        ):
+            return _fault("RequestTooLarge", "the request is too large")
+        raw = await read_at_most(request.content, MAX_REQUEST_BYTES)
+        content_type = request.headers.get("Content-Type", "")
+        try:
+            reply = await asyncio.to_thread(center.receive, raw, content_type, clock())
+        except XRoadError as err:
+            log.error("management request refused code=%s: %s", err.full_code, err)
+            return _fault(err.full_code, err.message)
+        return web.Response(body=reply, content_type="text/xml", charset="utf-8")
+
+    app = web.Application(client_max_size=MAX_REQUEST_BYTES + 1)
+    app.router.add_post("/managementservice/", on_request)
+    return app
+
+
+def _fault(code: str, message: str) -> web.Response:
+    return web.Response(
+        status=500,
+        body=build_fault(code, message, ""),
+        headers={"Content-Type": FAULT_CONTENT_TYPE},
+    )
+
+
 # -- the running server ---------------------------------------------------------
 
 
@@ -132,8 +169,10 @@ class CentralServer:
         ocsp_port: int,
         clock: Clock,
         generation_interval: float = 60,
+        admin_port: int | None = None,
     ) -> None:
         self.dir = Path(dir)
+        self.admin_port = admin_port
         self.host = host
         self.conf_port = conf_port
         self.ocsp_port = ocsp_port
@@ -143,6 +182,7 @@ class CentralServer:
         self.registry: Registry | None = None
         self.ca: CertificateAuthority | None = None
         self.keys: ConfSigningKeys | None = None
+        self.management: ManagementCenter | None = None
         self._runners: list[web.AppRunner] = []
         self._task: asyncio.Task[None] | None = None
         self._generate_lock = asyncio.Lock()
@@ -155,6 +195,12 @@ class CentralServer:
         await self.regenerate()
 
         self.conf_port = await self._serve(conf_app(self.out_dir), self.conf_port)
+        # The OCSP listener starts last: tests stop it as _runners[-1].
+        if self.admin_port is not None:
+            self.management = await asyncio.to_thread(ManagementCenter, self.registry)
+            self.admin_port = await self._serve(
+                management_app(self.management, self.clock), self.admin_port
+            )
         self.ocsp_port = await self._serve(
             ocsp_app(self.ca, self.clock), self.ocsp_port
         )
@@ -226,6 +272,7 @@ async def serve_central(
         host=host,
         conf_port=conf_port if conf_port is not None else config["conf_port"],
         ocsp_port=ocsp_port if ocsp_port is not None else config["ocsp_port"],
+        admin_port=config.get("admin_port", DEFAULT_PORTS["admin_port"]),
         clock=clock or (lambda: dt.datetime.now(dt.UTC)),
         generation_interval=generation_interval,
     )

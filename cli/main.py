@@ -129,6 +129,103 @@ def _registry(directory: Path):  # type: ignore[no-untyped-def]
     return contextlib.closing(Registry.open(directory))
 
 
+ACTOR_ENV = "XGATE_ACTOR"
+
+
+def _actor() -> str:
+    """Who runs the command, for the audit log: ``$XGATE_ACTOR`` or the OS user."""
+    import getpass
+
+    return os.environ.get(ACTOR_ENV) or getpass.getuser()
+
+
+@contextlib.contextmanager
+def _audited(directory: Path, action: str, target: str):  # type: ignore[no-untyped-def]
+    """Open the registry for one change and write its audit line, ok or failed."""
+    from central_server.management import record_audit
+
+    with _registry(directory) as registry:
+        result = "ok"
+        try:
+            yield registry
+        except XRoadError as err:
+            result = err.full_code
+            raise
+        except Exception:
+            result = "error"
+            raise
+        finally:
+            record_audit(
+                registry,
+                actor=_actor(),
+                action=action,
+                target=target,
+                result=result,
+                now=now(),
+            )
+
+
+@central.command("requests")
+@dir_option
+@click.option(
+    "--state",
+    type=click.Choice(["submitted", "approved", "rejected"]),
+    default=None,
+    help="Only requests in this state.",
+)
+def central_requests(directory: Path, state: str | None) -> None:
+    """List management requests from security servers, as JSON lines."""
+    from central_server.management import (
+        ManagementCenter,
+        RequestState,
+        request_summary,
+    )
+
+    with coded_errors(), _registry(directory) as registry:
+        center = ManagementCenter(registry)
+        stored = center.list_requests(RequestState(state) if state else None)
+    for item in stored:
+        click.echo(json.dumps(request_summary(item)))
+
+
+@central.command("request-approve")
+@dir_option
+@click.argument("request_id", type=int)
+def central_request_approve(directory: Path, request_id: int) -> None:
+    """Approve a submitted request and apply it to the registry."""
+    from central_server.management import ManagementCenter
+
+    with coded_errors(), _registry(directory) as registry:
+        ManagementCenter(registry).approve(request_id, actor=_actor(), now=now())
+    click.echo(f"request {request_id} approved; publish to announce it")
+
+
+@central.command("request-reject")
+@dir_option
+@click.argument("request_id", type=int)
+def central_request_reject(directory: Path, request_id: int) -> None:
+    """Reject a submitted request; the registry is not changed."""
+    from central_server.management import ManagementCenter
+
+    with coded_errors(), _registry(directory) as registry:
+        ManagementCenter(registry).reject(request_id, actor=_actor(), now=now())
+    click.echo(f"request {request_id} rejected")
+
+
+@central.command("audit-log")
+@dir_option
+def central_audit_log(directory: Path) -> None:
+    """Print the audit log of administrative actions, oldest first."""
+    from central_server.management import list_audit_log
+
+    with coded_errors(), _registry(directory) as registry:
+        entries = list_audit_log(registry)
+    for entry in entries:
+        click.echo(
+            f"{entry.at}\t{entry.actor}\t{entry.action}\t{entry.target}\t{entry.result}"
+        )
+
+
 @central.command("init")
 @dir_option
 @click.option("--instance", required=True, help="Instance identifier, e.g. DEMO.")
@@ -141,6 +238,12 @@ def _registry(directory: Path):  # type: ignore[no-untyped-def]
 )
 @click.option("--conf-port", default=8070, show_default=True)
 @click.option("--ocsp-port", default=8072, show_default=True)
+@click.option(
+    "--admin-port",
+    default=8071,
+    show_default=True,
+    help="Port of the management service security servers register through.",
+)
 def central_init(
     directory: Path,
     instance: str,
@@ -149,6 +252,7 @@ def central_init(
     address: str,
     conf_port: int,
     ocsp_port: int,
+    admin_port: int,
 ) -> None:
     """Create an instance: CA, OCSP signer, configuration signing key."""
     from central_server.service import init_central
@@ -163,6 +267,7 @@ def central_init(
             now=now(),
             conf_port=conf_port,
             ocsp_port=ocsp_port,
+            admin_port=admin_port,
         )
     click.echo(f"instance {instance} created in {directory}")
 
@@ -184,7 +289,7 @@ def central_serve(directory: Path, host: str, generation_interval: float) -> Non
 @click.option("--name", required=True)
 def central_member_add(directory: Path, member: str, name: str) -> None:
     """Register a member CLASS/CODE."""
-    with coded_errors(), _registry(directory) as registry:
+    with coded_errors(), _audited(directory, "member-add", member) as registry:
         member_id = _member(registry.instance, member)
         registry.add_member(member_id, name)
     click.echo(f"member {member_id} registered")
@@ -195,7 +300,7 @@ def central_member_add(directory: Path, member: str, name: str) -> None:
 @click.argument("subsystem")
 def central_subsystem_add(directory: Path, subsystem: str) -> None:
     """Register a subsystem CLASS/CODE/SUBSYSTEM."""
-    with coded_errors(), _registry(directory) as registry:
+    with coded_errors(), _audited(directory, "subsystem-add", subsystem) as registry:
         subsystem_id = _subsystem(registry.instance, subsystem)
         registry.add_subsystem(subsystem_id)
     click.echo(f"subsystem {subsystem_id} registered")
@@ -207,7 +312,7 @@ def central_subsystem_add(directory: Path, subsystem: str) -> None:
 @click.option("--address", required=True, help="host, or host:port of its server proxy")
 def central_server_add(directory: Path, server: str, address: str) -> None:
     """Register a security server CLASS/CODE/SERVERCODE."""
-    with coded_errors(), _registry(directory) as registry:
+    with coded_errors(), _audited(directory, "server-add", server) as registry:
         security_server_id = _server(registry.instance, server)
         registry.add_security_server(security_server_id, address)
     click.echo(f"security server {security_server_id} registered at {address}")
@@ -219,7 +324,7 @@ def central_server_add(directory: Path, server: str, address: str) -> None:
 @click.argument("cert_file", type=click.Path(exists=True, path_type=Path))
 def central_auth_cert_add(directory: Path, server: str, cert_file: Path) -> None:
     """Register a security server's authentication certificate."""
-    with coded_errors(), _registry(directory) as registry:
+    with coded_errors(), _audited(directory, "auth-cert-add", server) as registry:
         cert = _load_cert(cert_file.read_bytes())
         security_server_id = _server(registry.instance, server)
         registry.add_auth_cert(
@@ -237,7 +342,10 @@ def central_auth_cert_add(directory: Path, server: str, cert_file: Path) -> None
 @click.argument("client")
 def central_client_register(directory: Path, server: str, client: str) -> None:
     """Register CLIENT (CLASS/CODE[/SUB]) as a client of SERVER."""
-    with coded_errors(), _registry(directory) as registry:
+    with (
+        coded_errors(),
+        _audited(directory, "client-register", f"{server} {client}") as registry,
+    ):
         security_server_id = _server(registry.instance, server)
         client_id = _client(registry.instance, client)
         registry.register_client(security_server_id, client_id)
@@ -253,7 +361,7 @@ def central_client_register(directory: Path, server: str, client: str) -> None:
 )
 def central_tsa_add(directory: Path, name: str, url: str, cert_file: Path) -> None:
     """Approve a timestamping authority."""
-    with coded_errors(), _registry(directory) as registry:
+    with coded_errors(), _audited(directory, "tsa-add", name) as registry:
         cert = _load_cert(cert_file.read_bytes())
         registry.add_approved_tsa(
             name, url, cert.public_bytes(serialization.Encoding.DER)
@@ -302,7 +410,7 @@ def central_ca_add(
         cert = _load_cert(path.read_bytes())
         return cert.public_bytes(serialization.Encoding.DER)
 
-    with coded_errors(), _registry(directory) as registry:
+    with coded_errors(), _audited(directory, "ca-add", name) as registry:
         ocsp_cert = der(ocsp_cert_file) if ocsp_cert_file else None
         registry.add_approved_ca(
             name,
@@ -672,6 +780,44 @@ def server_anchor_import(directory: Path, anchor_file: Path) -> None:
             )
         )
     click.echo(f"anchor imported, fingerprint {anchor_fingerprint(data)}")
+
+
+@server.command("register")
+@dir_option
+@click.option(
+    "--client", default=None, help="Register this CLASS/CODE/SUB instead (clientReg)."
+)
+@click.option("--address", default=None, help="host[:port] peers use to reach us.")
+@pin_option
+def server_register(
+    directory: Path, client: str | None, address: str | None, pin: str | None
+) -> None:
+    """Ask the central server to register our auth cert, or a client."""
+    from security_server.management import register_server
+
+    settings = _settings(directory)
+    client_id = _subsystem(settings.instance, client) if client else None
+    with coded_errors():
+        request_id = asyncio.run(
+            register_server(directory, _pin(pin), client=client_id, address=address)
+        )
+    what = f"client {client_id}" if client_id else "authentication certificate"
+    click.echo(f"registration of {what} submitted as request {request_id}")
+
+
+@server.command("unregister-client")
+@dir_option
+@click.argument("client")
+@pin_option
+def server_unregister_client(directory: Path, client: str, pin: str | None) -> None:
+    """Ask the central server to remove CLIENT (CLASS/CODE/SUB) from this server."""
+    from security_server.management import unregister_client
+
+    settings = _settings(directory)
+    client_id = _subsystem(settings.instance, client)
+    with coded_errors():
+        request_id = asyncio.run(unregister_client(directory, _pin(pin), client_id))
+    click.echo(f"deletion of client {client_id} done as request {request_id}")
 
 
 @server.command("client-add")

@@ -103,6 +103,7 @@ async def build_ecosystem(
     names = (
         "central_conf",
         "central_ocsp",
+        "central_admin",
         "tsa",
         "provider",
         "register_client",
@@ -125,6 +126,7 @@ async def build_ecosystem(
         now=now,
         conf_port=ports["central_conf"],
         ocsp_port=ports["central_ocsp"],
+        admin_port=ports["central_admin"],
     )
     tsa = TimestampAuthority.create(
         directory / "tsa", "DEMO Timestamping Authority", now
@@ -163,6 +165,7 @@ async def build_ecosystem(
         host=HOST,
         conf_port=ports["central_conf"],
         ocsp_port=ports["central_ocsp"],
+        admin_port=ports["central_admin"],
         clock=clock,
         generation_interval=30,
     )
