@@ -184,6 +184,7 @@ class CentralServer:
         self.keys: ConfSigningKeys | None = None
         self.management: ManagementCenter | None = None
         self._runners: list[web.AppRunner] = []
+        self._ocsp_runner: web.AppRunner | None = None
         self._task: asyncio.Task[None] | None = None
         self._generate_lock = asyncio.Lock()
 
@@ -195,21 +196,34 @@ class CentralServer:
         await self.regenerate()
 
         self.conf_port = await self._serve(conf_app(self.out_dir), self.conf_port)
-        # The OCSP listener starts last: tests stop it as _runners[-1].
         if self.admin_port is not None:
             self.management = await asyncio.to_thread(ManagementCenter, self.registry)
             self.admin_port = await self._serve(
                 management_app(self.management, self.clock), self.admin_port
             )
-        self.ocsp_port = await self._serve(
-            ocsp_app(self.ca, self.clock), self.ocsp_port
-        )
+        await self.start_ocsp()
         self._task = asyncio.create_task(self._regenerate_forever())
         log.info(
             "central server started conf_port=%s ocsp_port=%s",
             self.conf_port,
             self.ocsp_port,
         )
+
+    async def start_ocsp(self) -> None:
+        """Start the OCSP responder (after ``stop_ocsp``, on the same port)."""
+        if self.ca is None:
+            raise CentralConfigError("the central server is not started")
+        self.ocsp_port = await self._serve(
+            ocsp_app(self.ca, self.clock), self.ocsp_port
+        )
+        self._ocsp_runner = self._runners[-1]
+
+    async def stop_ocsp(self) -> None:
+        """Stop answering OCSP requests, leaving the other services running."""
+        runner, self._ocsp_runner = self._ocsp_runner, None
+        if runner is not None:
+            self._runners.remove(runner)
+            await runner.cleanup()
 
     async def _serve(self, app: web.Application, port: int) -> int:
         runner = web.AppRunner(app, access_log=None)

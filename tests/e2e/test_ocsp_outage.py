@@ -11,8 +11,7 @@ from datetime import timedelta
 
 import pytest
 
-from central_server.ca import ocsp_app
-from demo.ecosystem import Ecosystem, _serve_app
+from demo.ecosystem import Ecosystem
 from tests.e2e.test_conf_outage import call
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -29,9 +28,7 @@ async def test_ocsp_responder_outage_then_recovery(ecosystem: Ecosystem, clock) 
     servers = (ecosystem.agency_server, ecosystem.register_server)
     assert await call(ecosystem, "ocsp-up") == ""
 
-    # The OCSP listener is the last one the central server started.
-    runner = ecosystem.central._runners.pop()
-    await runner.cleanup()
+    await ecosystem.central.stop_ocsp()
     try:
         # Still fresh. FIXME(#4): not past the 20-minute fetch interval, because
         # the consumer re-checks the provider's auth cert every 5 minutes, and
@@ -52,11 +49,7 @@ async def test_ocsp_responder_outage_then_recovery(ecosystem: Ecosystem, clock) 
         # The consumer may no longer sign: its certificate has no fresh evidence.
         assert stale == "Server.ClientProxy.CannotCreateSignature", stale
 
-        ecosystem.central._runners.append(
-            await _serve_app(
-                ocsp_app(ecosystem.central.ca, clock), ecosystem.ports["central_ocsp"]
-            )
-        )
+        await ecosystem.central.start_ocsp()
         # What the cache's run loop does on its next round: due ones only.
         assert [await s.runtime.ocsp.refresh() for s in servers] == [True, True]
         assert await call(ecosystem, "ocsp-back") == ""
