@@ -55,6 +55,7 @@ class FetchedDescription:
     data: bytes
     location: str  # stored as the service's description URL
     format_hint: str  # a media type or a file name, for parse_openapi
+    content_type: str | None = None  # as the server sent it; None for a file
 
 
 # -- fetching ------------------------------------------------------------------
@@ -118,7 +119,9 @@ async def _fetch_url(
         raise NetworkError(f"GET {url!r} failed: {exc!r}") from exc
 
     log.info("service description fetched url=%s bytes=%d", url, len(data))
-    return FetchedDescription(data, url, _format_hint(content_type, url))
+    return FetchedDescription(
+        data, url, _format_hint(content_type, url), content_type or None
+    )
 
 
 async def _read_limited(

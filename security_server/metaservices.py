@@ -29,6 +29,7 @@ from protocol.globalconf import GlobalConf
 from protocol.identifiers import ClientId, ServiceId
 from protocol.xsd import IDENTIFIERS_XSD, xroad_xsd
 
+from . import descriptions
 from .runtime import Runtime
 from .serverconf import ANY_METHOD, ANY_PATH, ServiceConfig, ServiceKind
 
@@ -198,20 +199,14 @@ async def fetch_description(
     """
     url = service.description_url or ""
     try:
-        async with session.get(
-            url, timeout=aiohttp.ClientTimeout(total=service.timeout)
-        ) as response:
-            payload = await response.read()
-            status = response.status
-            content_type = response.headers.get("Content-Type")
-    except TimeoutError as exc:
-        raise meta.DescriptionError(f"timed out fetching {url}") from exc
-    except aiohttp.ClientError as exc:
-        raise meta.DescriptionError(f"cannot fetch {url}: {exc}") from exc
-    log.info("description fetched url=%s status=%s", url, status)
-    if status != 200:
-        raise meta.DescriptionError(f"description at {url} answered HTTP {status}")
-    return content_type, payload
+        fetched = await descriptions.fetch_description(
+            url, session, timeout=service.timeout
+        )
+    except XRoadError as err:
+        raise meta.DescriptionError(
+            f"cannot fetch the description: {err.message}"
+        ) from err
+    return fetched.content_type, fetched.data
 
 
 # -- consumer side ------------------------------------------------------------
